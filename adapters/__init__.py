@@ -1,0 +1,1 @@
+"""Vendor adapters: declarations plus pure functions that build requests and read answers."""

@@ -1,0 +1,300 @@
+"""Zoho People LMS: unenroll from a batch, remove one learner, share a course.
+
+Contract: ``shared/vendor-apis.md`` section 1. Documented: 30 calls a minute per API and
+a 5 minute lock for the call that exceeds it; status codes 400/403/404/422/500. Ours:
+the cap on ids per call (100, halved on 422), the URL length cap, what an absent id
+means.
+
+Items:
+
+- ``unenroll``: target ``(course_id, batch_id)``, subject an erecno;
+- ``remove_learner``: target ``(course_id, batch_id)``, subject a learnerId;
+- ``share_course``: target ``(course_id,)``, subject an erecno.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from unenroll.adapter import EndpointSpec, Operation
+from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
+from unenroll.secrets import Secret
+from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
+
+UNENROLL = "unenroll"
+REMOVE_LEARNER = "remove_learner"
+SHARE_COURSE = "share_course"
+READ_LEARNERS = "read_learners"
+
+BASE_URL = "https://people.zoho.com"
+ACCOUNTS_URL = "https://accounts.zoho.com"
+LOCK_CODE = "7209"
+
+
+@dataclass(frozen=True, slots=True)
+class ZohoLimits:
+    """Every number is a setting; the defaults are the documented ones where there are any."""
+
+    calls_per_window: int = 30  # [doc] per API
+    window: float = 60.0  # [doc] "within a minute"
+    lock_period: float = 300.0  # [doc] 5 minutes
+    margin: float = 1.0  # our side: absorbs network jitter between our clock and Zoho's
+    max_in_flight: int = 4
+    max_ids_per_call: int = 100  # not documented; halved for the job on a 422
+    max_url_bytes: int = 8000  # not documented; the mock refuses URLs over 8,192 bytes
+
+    def endpoint(self, name: str, time_scale: float) -> EndpointSpec:
+        return EndpointSpec(
+            name,
+            max_calls=self.calls_per_window,
+            window=self.window,
+            lock_period=self.lock_period,
+            margin=self.margin,
+            max_in_flight=self.max_in_flight,
+        ).scaled(time_scale)
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def _is_zoho_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 30
+
+
+def validate(item: Item) -> str | None:
+    """Zoho ids (erecno, learnerId, course and batch ids) are digit strings."""
+    expected = 1 if item.operation == SHARE_COURSE else 2
+    if len(item.target) != expected:
+        names = "course id" if expected == 1 else "course id and batch id"
+        return f"the target must be the {names}"
+    for value in item.target:
+        if not _is_zoho_id(value):
+            return f"target id {value!r} is not a Zoho id (digits only)"
+    if not _is_zoho_id(item.subject):
+        return f"{item.subject!r} is not a Zoho id (digits only)"
+    return None
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+def erecnos_list(subjects: Sequence[str]) -> str:
+    """The documented ``erecnosList`` value: a JSON array of erecnos."""
+    return "[" + ",".join(subjects) + "]"
+
+
+def unenroll_path(target: tuple[str, ...]) -> str:
+    course, batch = target
+    return f"/api/v1/courses/{quote(course)}/batches/{quote(batch)}/unenroll"
+
+
+def build_unenroll(target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+    return HttpRequest("POST", unenroll_path(target), params=[("erecnosList", erecnos_list(subjects))])
+
+
+def build_remove_learner(target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+    course, batch = target
+    (learner,) = subjects
+    return HttpRequest("DELETE", f"/api/v1/courses/{quote(course)}/batches/{quote(batch)}/learners/{quote(learner)}")
+
+
+def build_share_course(target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+    (course,) = target
+    return HttpRequest("PUT", f"/api/v1/courses/{quote(course)}/share", form=[("erecnosList", erecnos_list(subjects))])
+
+
+def unenroll_url_base_bytes(base_url: str, target: tuple[str, ...]) -> int:
+    """URL length without ids: base, path, ``?erecnosList=`` and the encoded brackets."""
+    return len(base_url) + len(unenroll_path(target)) + len("?erecnosList=") + len("%5B%5D")
+
+
+def unenroll_url_item_bytes(subject: str) -> int:
+    """An id's share of the URL, counted as if fully percent-encoded, plus its ``%2C``."""
+    return len(quote(subject, safe="")) + len("%2C")
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+def _code_and_message(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict):
+        code, message = body.get("code"), body.get("message")
+        return (None if code is None else str(code)), (None if message is None else str(message))
+    return None, None
+
+
+def read_common(response: HttpResponse, body: Any) -> CallResult | None:
+    """Whole-call verdicts shared by every Zoho LMS API; ``None`` for a 200 to read further.
+
+    Classified by the body's code *and* the status: the lock is code 7209 whatever the
+    status; 429 is a throttle with ``Retry-After``.
+    """
+    status = response.status
+    code, message = _code_and_message(body)
+    if code == LOCK_CODE:
+        return CallResult.whole(CallVerdict.THROTTLED, LOCK_CODE, message)  # pause: the lock period
+    if status == 429:
+        return CallResult.whole(CallVerdict.THROTTLED, "429", message, retry_after_seconds(response))
+    if status == 200:
+        return None
+    where = f"HTTP {status}"
+    message = message or where
+    if status == 401:
+        return CallResult.whole(CallVerdict.AUTH_EXPIRED, code or "401", message)
+    if status == 403:
+        return CallResult.whole(
+            CallVerdict.FATAL, code or "403",
+            f"not authorised ({message}): the token needs scope ZOHOPEOPLE.training.ALL",
+        )
+    if status == 404:
+        return CallResult.whole(CallVerdict.FAILED, code or "404", f"not found: {message}")
+    if status in (414, 422):
+        return CallResult.whole(CallVerdict.TOO_LARGE, code or str(status), message)
+    if status == 400:
+        return CallResult.whole(CallVerdict.SPLIT, code or "400", message)
+    return CallResult.whole(CallVerdict.RETRY, code or str(status), message)  # 5xx and the unexpected
+
+
+def _unreadable(body: Any) -> CallResult:
+    return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
+
+
+def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+    """Each erecno sent is in ``learners`` (unenrolled) or absent (it was not enrolled)."""
+    body = json_body(response)
+    if (common := read_common(response, body)) is not None:
+        return common
+    learners = body.get("learners") if isinstance(body, dict) else None
+    if not isinstance(learners, list) or str(body.get("code")) != "200":
+        return _unreadable(body)
+    statuses = {str(r.get("erecno")): r.get("enrollmentStatus") for r in learners if isinstance(r, dict)}
+    results = []
+    for erecno in subjects:
+        status = statuses.get(erecno)
+        if erecno not in statuses:
+            results.append(ItemResult.final(Outcome.NOT_ENROLLED, "absent", "not enrolled in this batch"))
+        elif status == "unenrolled":
+            results.append(ItemResult.final(Outcome.UNENROLLED, "200"))
+        else:
+            results.append(ItemResult.retry("unexpected_status", f"enrollmentStatus {status!r}"))
+    return CallResult.answered(results)
+
+
+def read_remove_learner(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+    """200: removed. 404 for one learner: not in that batch (already removed, or wrong ids)."""
+    body = json_body(response)
+    if response.status == 404 and (body is None or _code_and_message(body)[0] != LOCK_CODE):
+        _, message = _code_and_message(body)
+        return CallResult.answered([ItemResult.final(Outcome.NOT_ENROLLED, "404", message or "learner not found")])
+    if (common := read_common(response, body)) is not None:
+        return common
+    if not isinstance(body, dict) or str(body.get("code")) != "200":
+        return _unreadable(body)
+    return CallResult.answered([ItemResult.final(Outcome.UNENROLLED, "200")])
+
+
+def read_share_course(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+    """Each erecno sent is in ``sharedUsers``, or absent: an unknown employee (failed)."""
+    body = json_body(response)
+    if (common := read_common(response, body)) is not None:
+        return common
+    shared = body.get("sharedUsers") if isinstance(body, dict) else None
+    if not isinstance(shared, list) or str(body.get("code")) != "200":
+        return _unreadable(body)
+    got = {str(r.get("erecno")) for r in shared if isinstance(r, dict)}
+    return CallResult.answered([
+        ItemResult.final(Outcome.SHARED, "200") if e in got
+        else ItemResult.final(Outcome.FAILED, "absent", "not shared: no such employee")
+        for e in subjects
+    ])
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+
+def operations(base_url: str, limits: ZohoLimits) -> dict[str, Operation]:
+    cap = limits.max_ids_per_call
+    return {
+        UNENROLL: Operation(
+            UNENROLL, UNENROLL, Outcome.UNENROLLED, cap, build_unenroll, read_unenroll, validate,
+            max_request_bytes=limits.max_url_bytes,
+            base_bytes=partial(unenroll_url_base_bytes, base_url),
+            item_bytes=unenroll_url_item_bytes,
+        ),
+        REMOVE_LEARNER: Operation(
+            REMOVE_LEARNER, REMOVE_LEARNER, Outcome.UNENROLLED, 1, build_remove_learner, read_remove_learner, validate
+        ),
+        SHARE_COURSE: Operation(
+            SHARE_COURSE, SHARE_COURSE, Outcome.SHARED, cap, build_share_course, read_share_course, validate
+        ),
+    }
+
+
+class ZohoPeople:
+    """A configured Zoho People LMS client.
+
+    Credentials: either a refresh token with the OAuth client id and secret (tokens are
+    fetched and refreshed from ``accounts_url``), or a bare ``access_token`` (no refresh).
+    They are held as :class:`~unenroll.secrets.Secret` and never printed.
+    """
+
+    vendor = "zoho"
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        auth: Auth | None = None,
+        base_url: str = BASE_URL,
+        accounts_url: str = ACCOUNTS_URL,
+        refresh_token: str | Secret | None = None,
+        client_id: str | None = None,
+        client_secret: str | Secret | None = None,
+        access_token: str | Secret | None = None,
+        limits: ZohoLimits | None = None,
+        time_scale: float = 1.0,
+        timeout: float = 60.0,
+    ) -> None:
+        self.limits = limits or ZohoLimits()
+        self.time_scale = time_scale
+        if transport is None:
+            if session is None:
+                raise ValueError("give an aiohttp session (or a transport)")
+            transport = AiohttpTransport(session, base_url, timeout=timeout)
+        self.transport = transport
+        if auth is None:
+            if refresh_token is not None and client_id is not None and client_secret is not None:
+                if session is None:
+                    raise ValueError("refreshing tokens needs an aiohttp session")
+                auth = OAuthTokenAuth(
+                    AiohttpTransport(session, accounts_url, timeout=timeout),
+                    "/oauth/v2/token",
+                    {
+                        "refresh_token": Secret(refresh_token) if isinstance(refresh_token, str) else refresh_token,
+                        "client_id": client_id,
+                        "client_secret": Secret(client_secret) if isinstance(client_secret, str) else client_secret,
+                        "grant_type": "refresh_token",
+                    },
+                    header_template="Zoho-oauthtoken {token}",
+                )
+            elif access_token is not None:
+                auth = StaticTokenAuth(access_token, "Zoho-oauthtoken {token}")
+            else:
+                raise ValueError("give refresh_token, client_id and client_secret, or an access_token")
+        self.auth = auth
+        self.operations = operations(base_url, self.limits)
+        self.endpoints = {
+            name: self.limits.endpoint(name, time_scale) for name in (UNENROLL, REMOVE_LEARNER, SHARE_COURSE)
+        }
+
+    def __repr__(self) -> str:
+        return f"ZohoPeople(transport={self.transport!r}, limits={self.limits!r}, time_scale={self.time_scale})"
+

@@ -1,0 +1,102 @@
+"""What an adapter declares, and the engine reads. The engine knows no vendor.
+
+An adapter is:
+
+- :class:`EndpointSpec` per endpoint: the documented limits (calls per window, lock
+  period, calls in flight), each a setting;
+- :class:`Operation` per operation: which endpoint it uses, its caps, and pure functions
+  to validate an item, size a request, build it, and read the vendor's answer into
+  per-item results;
+- a transport and credentials (see ``transport.py`` and ``auth.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .auth import Auth
+from .limiter import CallLimiter, RollingWindowLimiter, UnlimitedLimiter
+from .model import CallResult, Item, Outcome
+from .transport import HttpRequest, HttpResponse, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """Limits of one vendor endpoint. ``max_calls`` ``None`` means none is documented."""
+
+    name: str
+    max_calls: int | None = None
+    window: float = 60.0
+    lock_period: float = 60.0  # pause when the vendor locks us without saying for how long
+    min_interval: float = 0.0
+    margin: float = 0.0  # extra window on our side for network jitter
+    max_in_flight: int = 1
+
+    def scaled(self, time_scale: float) -> EndpointSpec:
+        """Every duration multiplied by ``time_scale`` (0.01: a minute becomes 0.6 s)."""
+        return replace(
+            self,
+            window=self.window * time_scale,
+            lock_period=self.lock_period * time_scale,
+            min_interval=self.min_interval * time_scale,
+            margin=self.margin * time_scale,
+        )
+
+    def make_limiter(self) -> CallLimiter:
+        if self.max_calls is None:
+            return UnlimitedLimiter()
+        return RollingWindowLimiter(
+            self.max_calls, self.window, min_interval=self.min_interval, margin=self.margin
+        )
+
+    def least_seconds_for(self, calls: int) -> float:
+        """The least time these limits allow for ``calls`` calls (0 if unlimited)."""
+        if self.max_calls is None or calls <= 0:
+            return 0.0
+        by_window = ((calls - 1) // self.max_calls) * self.window
+        by_interval = (calls - 1) * self.min_interval
+        return max(by_window, by_interval)
+
+
+def _no_problem(item: Item) -> str | None:
+    return None
+
+
+def _zero_bytes(value: object) -> int:
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One vendor operation, declared.
+
+    ``validate`` returns why an item cannot be sent, or ``None``. ``base_bytes`` and
+    ``item_bytes`` measure the request the way its cap counts (Zoho: URL length), so the
+    chunker can keep ``base + sum(item) <= max_request_bytes`` without building requests.
+    ``build_request`` and ``read_response`` are pure: the same chunk gives the same
+    request, the same answer gives the same results.
+    """
+
+    name: str
+    endpoint: str
+    done: Outcome
+    max_items: int
+    build_request: Callable[[tuple[str, ...], Sequence[str]], HttpRequest]
+    read_response: Callable[[tuple[str, ...], Sequence[str], HttpResponse], CallResult]
+    validate: Callable[[Item], str | None] = _no_problem
+    max_request_bytes: int | None = None
+    base_bytes: Callable[[tuple[str, ...]], int] = _zero_bytes
+    item_bytes: Callable[[str], int] = _zero_bytes
+    destructive_options: Mapping[str, bool] | None = None  # recorded in the report
+
+
+class Adapter(Protocol):
+    """A configured vendor client: declarations plus the wire."""
+
+    vendor: str
+    operations: Mapping[str, Operation]
+    endpoints: Mapping[str, EndpointSpec]
+    transport: Transport
+    auth: Auth

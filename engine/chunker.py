@@ -1,0 +1,183 @@
+"""Grouping items by target into chunks under an endpoint's caps.
+
+One :class:`ChunkBuffer` per endpoint. Items go in one by one (fresh from the input, or
+due again after a retryable failure); chunks come out when a call may start, so the
+chunk a worker takes is the fullest one at the moment the limiter lets it go, and
+chunks keep filling while the endpoint is busy or waiting.
+
+Invariants (``tests/test_chunker.py``):
+
+- a chunk holds items of one operation and one target only;
+- a chunk never holds more than ``cap_items`` items (the cap in force when it is taken)
+  nor more than the operation's ``max_request_bytes`` by its own measure;
+- every item put in comes out in exactly one chunk (retries come back as new puts);
+- a pinned chunk (from a bisect or a halving) comes out as it is, ahead of others,
+  and is never merged with other items, so bisecting does isolate the bad item.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .adapter import Operation
+from .model import Item
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """An item on its way through the pipeline, with what happened to it so far."""
+
+    index: int
+    item: Item
+    sends: int = 0
+    failures: int = 0  # transient failures (5xx, timeouts, malformed answers)
+    throttles: int = 0  # lock / 429 answers to a call that carried it
+    first_sent_at: float | None = None
+    last_code: str | None = None
+    last_message: str | None = None
+    answer_lost: bool = False  # a send got no readable answer: it may have taken effect
+
+
+@dataclass(slots=True, eq=False)
+class Chunk:
+    operation: Operation
+    target: tuple[str, ...]
+    works: list[Work]
+    nbytes: int
+    pinned: bool = False
+    created_at: float = 0.0
+    auth_refreshed: bool = field(default=False)
+
+    def __len__(self) -> int:
+        return len(self.works)
+
+
+class ChunkBuffer:
+    """Open chunks per (operation, target), ready chunks, and retries waiting to be due."""
+
+    __slots__ = ("cap_items", "_open", "_ready", "_delayed", "_seq", "count", "_linger")
+
+    def __init__(self, cap_items: int, *, linger: float = 0.25) -> None:
+        self.cap_items = cap_items
+        self._open: dict[tuple[str, tuple[str, ...]], Chunk] = {}
+        self._ready: deque[Chunk] = deque()
+        self._delayed: list[tuple[float, int, Operation, Work]] = []
+        self._seq = itertools.count()
+        self.count = 0  # items held here, delayed ones included
+        self._linger = linger
+
+    # -- in ---------------------------------------------------------------------------
+
+    def put(self, op: Operation, work: Work, now: float) -> None:
+        """Add one item to its target's open chunk, closing that chunk first if full."""
+        self.count += 1
+        self._add_open(op, work, now)
+
+    def put_later(self, op: Operation, work: Work, due: float) -> None:
+        """Hold a retry until ``due``; it then joins its target's open chunk."""
+        self.count += 1
+        heapq.heappush(self._delayed, (due, next(self._seq), op, work))
+
+    def put_pinned(self, op: Operation, target: tuple[str, ...], works: list[Work], now: float) -> None:
+        """A pre-formed chunk (a half of a bisect) that must go out as it is, first."""
+        self.count += len(works)
+        nbytes = op.base_bytes(target) + sum(op.item_bytes(w.item.subject) for w in works)
+        self._ready.appendleft(Chunk(op, target, works, nbytes, pinned=True, created_at=now))
+
+    def _add_open(self, op: Operation, work: Work, now: float) -> None:
+        target = work.item.target
+        key = (op.name, target)
+        chunk = self._open.get(key)
+        size = op.item_bytes(work.item.subject)
+        if chunk is not None and (
+            len(chunk.works) >= min(self.cap_items, op.max_items)
+            or (op.max_request_bytes is not None and chunk.nbytes + size > op.max_request_bytes)
+        ):
+            self._ready.append(self._open.pop(key))
+            chunk = None
+        if chunk is None:
+            chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now)
+            self._open[key] = chunk
+        chunk.works.append(work)
+        chunk.nbytes += size
+
+    def release_due(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, op, work = heapq.heappop(self._delayed)
+            self.count -= 1
+            self.put(op, work, now)
+
+    @property
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    # -- out --------------------------------------------------------------------------
+
+    def has_chunk(self, now: float, *, flush_partial: bool) -> bool:
+        """Whether :meth:`take` would return a chunk now."""
+        self.release_due(now)
+        if self._ready:
+            return True
+        if not self._open:
+            return False
+        return flush_partial or self._oldest_open_age(now) >= self._linger
+
+    def take(self, now: float, *, flush_partial: bool) -> Chunk | None:
+        """The next chunk to send, cut to the current cap; ``None`` if nothing may go yet.
+
+        Ready chunks first (pinned ones lead), else the fullest open chunk if partial
+        chunks may go (the input has ended, the buffer is at its high-water mark, or the
+        chunk has lingered long enough).
+        """
+        if not self.has_chunk(now, flush_partial=flush_partial):
+            return None
+        if self._ready:
+            chunk = self._ready.popleft()
+        else:
+            key = max(self._open, key=lambda k: len(self._open[k].works))
+            chunk = self._open.pop(key)
+        if len(chunk.works) > self.cap_items:
+            chunk = self._cut(chunk, now)
+        self.count -= len(chunk.works)
+        return chunk
+
+    def _cut(self, chunk: Chunk, now: float) -> Chunk:
+        """Keep the first ``cap_items`` items; the rest go back as pinned chunks."""
+        op, cap = chunk.operation, self.cap_items
+        rest = chunk.works[cap:]
+        for start in reversed(range(0, len(rest), cap)):
+            self.count -= len(rest[start : start + cap])  # put_pinned counts them again
+            self.put_pinned(op, chunk.target, rest[start : start + cap], now)
+        head = chunk.works[:cap]
+        nbytes = op.base_bytes(chunk.target) + sum(op.item_bytes(w.item.subject) for w in head)
+        return Chunk(op, chunk.target, head, nbytes, chunk.pinned, chunk.created_at)
+
+    def _oldest_open_age(self, now: float) -> float:
+        return now - min(c.created_at for c in self._open.values())
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until something may become takeable without a new put (a retry falls
+        due, or an open chunk has lingered enough); ``None`` if nothing is pending."""
+        times = []
+        if self._delayed:
+            times.append(self._delayed[0][0] - now)
+        if self._open:
+            times.append(self._linger - self._oldest_open_age(now))
+        return max(0.0, min(times)) if times else None
+
+    def drain(self) -> Iterator[Work]:
+        """Everything still held, for the final account when a job stops early."""
+        for chunk in self._ready:
+            yield from chunk.works
+        for chunk in self._open.values():
+            yield from chunk.works
+        for _, _, _, work in self._delayed:
+            yield work
+        self._ready.clear()
+        self._open.clear()
+        self._delayed.clear()
+        self.count = 0

@@ -1,0 +1,139 @@
+"""Per-endpoint call limiters.
+
+:class:`RollingWindowLimiter` guarantees: **never more than ``max_calls`` call starts in
+any window of ``window`` seconds** (any, not just calendar windows), and, if
+``min_interval`` is set, consecutive starts at least that far apart. ``margin`` widens
+the window on our side to absorb the network's delay jitter between our clock (when we
+start a call) and the vendor's (when the call arrives).
+
+That is a stronger promise than a leaky bucket's: ``aiolimiter.AsyncLimiter(30, 60)``
+allows a full burst on top of a drained bucket, so up to 59 calls can land in one rolling
+minute, which is the 31st call that locks a Zoho API for five minutes.
+
+The schedule itself is a pure object (:class:`WindowSchedule`) so its invariant can be
+checked against any sequence of arrivals without clocks (``tests/test_limiter.py``).
+
+A limiter also *pauses*: when a vendor signals a lock or a throttle, every caller of
+that endpoint waits until the pause ends; other endpoints have their own limiters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+
+
+class CallLimiter(Protocol):
+    """What the pipeline needs of a limiter. A shared backend (several processes drawing
+    on one tenant's quota) implements the same two methods."""
+
+    async def acquire(self) -> None:
+        """Wait until a call may start, and count it as started now."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """The vendor said stop: no call starts for ``seconds`` from now."""
+        ...
+
+
+class WindowSchedule:
+    """Start times of the last ``max_calls`` calls, and the earliest next start they allow.
+
+    Invariant: if every start is recorded at a time ``>= earliest_start(now)``, then for
+    any ``i``, ``start[i + max_calls] - start[i] >= window + margin``, hence no half-open
+    window of ``window`` seconds holds more than ``max_calls`` starts.
+    """
+
+    __slots__ = ("max_calls", "window", "min_interval", "margin", "_starts", "paused_until")
+
+    def __init__(
+        self, max_calls: int, window: float, *, min_interval: float = 0.0, margin: float = 0.0
+    ) -> None:
+        if max_calls < 1 or window <= 0:
+            raise ValueError("max_calls must be >= 1 and window > 0")
+        self.max_calls = max_calls
+        self.window = window
+        self.min_interval = min_interval
+        self.margin = margin
+        self._starts: deque[float] = deque(maxlen=max_calls)
+        self.paused_until = -math.inf
+
+    def earliest_start(self, now: float) -> float:
+        at = max(now, self.paused_until)
+        if len(self._starts) == self.max_calls:
+            at = max(at, self._starts[0] + self.window + self.margin)
+        if self._starts and self.min_interval > 0:
+            at = max(at, self._starts[-1] + self.min_interval)
+        return at
+
+    def record(self, start: float) -> None:
+        self._starts.append(start)
+
+    def pause_until(self, until: float) -> None:
+        self.paused_until = max(self.paused_until, until)
+
+
+class RollingWindowLimiter:
+    """``max_calls`` starts per rolling ``window`` seconds, paused on the vendor's word.
+
+    See :class:`WindowSchedule` for the invariant.
+    """
+
+    __slots__ = ("_schedule", "_clock", "pauses")
+
+    def __init__(
+        self,
+        max_calls: int,
+        window: float,
+        *,
+        min_interval: float = 0.0,
+        margin: float = 0.0,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        self._schedule = WindowSchedule(max_calls, window, min_interval=min_interval, margin=margin)
+        self._clock = clock
+        self.pauses = 0
+
+    def __repr__(self) -> str:
+        s = self._schedule
+        return f"RollingWindowLimiter({s.max_calls}, {s.window}, min_interval={s.min_interval}, margin={s.margin})"
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock()
+            at = self._schedule.earliest_start(now)
+            if at <= now:
+                self._schedule.record(now)  # no await between the check and the record
+                return
+            await anyio.sleep(at - now)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses += 1
+        self._schedule.pause_until(self._clock() + seconds)
+
+    def seconds_until_free(self) -> float:
+        now = self._clock()
+        return max(0.0, self._schedule.earliest_start(now) - now)
+
+
+class UnlimitedLimiter:
+    """No rate limit, but still honours the vendor's pauses (429 / Retry-After)."""
+
+    __slots__ = ("_paused_until", "_clock", "pauses")
+
+    def __init__(self, clock: Callable[[], float] = anyio.current_time) -> None:
+        self._paused_until = -math.inf
+        self._clock = clock
+        self.pauses = 0
+
+    async def acquire(self) -> None:
+        while (wait := self._paused_until - self._clock()) > 0:
+            await anyio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses += 1
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -1,0 +1,57 @@
+"""Structured logging: named events with bound context, secrets filtered by a processor.
+
+Events are key-value pairs (``chunk.answered endpoint=unenroll chunk=12 items=100``);
+``configure_logging(json=True)`` renders JSON lines. :func:`redact_secrets` runs on every
+event, so a token cannot reach a log line even if someone passes it by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from .secrets import MASK, Secret, scrub
+
+_SECRET_KEYS = re.compile(r"(token|secret|password|authorization|api_?key|account_?api|user_?api)", re.I)
+
+
+def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Blank values under secret-sounding keys, Secret objects, and known secret values."""
+    for key, value in list(event.items()):
+        if isinstance(value, Secret) or (_SECRET_KEYS.search(key) and value is not None):
+            event[key] = MASK
+        elif isinstance(value, str):
+            event[key] = scrub(value)
+        elif isinstance(value, BaseException):
+            event[key] = scrub(f"{type(value).__name__}: {value}")
+    return event
+
+
+def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog for the whole process: console or JSON lines, on ``stream``."""
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    """Our logger. If the application has not configured structlog, warnings and errors
+    go to stderr with secrets redacted; call :func:`configure_logging` for more."""
+    if not structlog.is_configured():
+        configure_logging(level="warning")
+    return structlog.get_logger("unenroll").bind(**context)

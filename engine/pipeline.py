@@ -1,0 +1,449 @@
+"""The job: intake -> per-endpoint chunk buffers -> limited workers -> ledger.
+
+One task group holds every task of a job: the intake (reads the input, validates,
+de-duplicates, routes each item to its endpoint's buffer, and waits when a buffer is at
+its high-water mark) and, per endpoint, ``max_in_flight`` workers (wait for a chunk,
+wait for the limiter, take the fullest chunk, call, act on the answer). Nothing outlives
+the group. Memory is bounded by the buffers' high-water marks, the calls in flight and
+the de-duplication set (one integer per distinct item).
+
+When the job stops early (cancelled, a fatal vendor answer, the input failed), calls in
+flight are allowed to finish (they are shielded; the transport's timeout bounds them),
+and every item still open ends ``not_sent`` with the reason: the report always accounts
+for every item taken in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .adapter import Adapter, EndpointSpec, Operation
+from .auth import AuthError
+from .chunker import Chunk, ChunkBuffer, Work
+from .ledger import EndpointStats, Ledger, OutcomeSink, Report
+from .limiter import CallLimiter
+from .logs import get_logger
+from .model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome
+from .retry import RetryPolicy
+from .secrets import scrub
+from .transport import TransportError
+
+Items = Iterable[Any] | AsyncIterable[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """Knobs of a job that are not a vendor's limits (those live on the adapter)."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_throttles: int = 10  # lock/429 answers one item may meet before it gives up
+    max_buffered_items: int = 20_000  # per endpoint: the intake waits above this
+    linger: float = 0.25  # seconds a partial chunk waits for more items while input flows
+    outcome_buffer: int = 1_000  # outcomes held for a slow stream consumer
+    seed: int | None = None  # for backoff jitter
+
+
+class _Endpoint:
+    """One endpoint's state during a job."""
+
+    __slots__ = ("spec", "limiter", "buffer", "stats", "open_items")
+
+    def __init__(self, spec: EndpointSpec, cap_items: int, linger: float) -> None:
+        self.spec = spec
+        self.limiter: CallLimiter = spec.make_limiter()
+        self.buffer = ChunkBuffer(cap_items, linger=linger)
+        self.stats = EndpointStats(cap_items=cap_items)
+        self.open_items = 0  # routed here and not ended yet
+
+
+class FatalJobError(Exception):
+    """A vendor answer that no retry can fix; the job stops."""
+
+
+class Job:
+    """One run of items through an adapter. Use :func:`run` or :func:`stream`."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        items: Items,
+        *,
+        settings: JobSettings | None = None,
+        sinks: Sequence[OutcomeSink] = (),
+        outcomes: MemoryObjectSendStream[ItemOutcome] | None = None,
+        limiters: dict[str, CallLimiter] | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.settings = settings or JobSettings()
+        self.id = uuid.uuid4().hex[:12]
+        self._items = items
+        self._ledger = Ledger(adapter.vendor, sinks)
+        self._outcomes = outcomes
+        self._rng = random.Random(self.settings.seed)
+        self._log = get_logger(job=self.id, vendor=adapter.vendor)
+        self._endpoints: dict[str, _Endpoint] = {}
+        for op in adapter.operations.values():
+            if op.endpoint not in self._endpoints:
+                spec = adapter.endpoints[op.endpoint]
+                caps = [o.max_items for o in adapter.operations.values() if o.endpoint == op.endpoint]
+                self._endpoints[op.endpoint] = _Endpoint(spec, max(caps), self.settings.linger)
+            if op.destructive_options:
+                self._ledger.report.options.update(op.destructive_options)
+        for name, limiter in (limiters or {}).items():
+            self._endpoints[name].limiter = limiter
+        for name, ep in self._endpoints.items():
+            self._ledger.report.endpoints[name] = ep.stats
+        self._intake_done = False
+        self._stop_reason: str | None = None
+        self._changed = anyio.Event()
+        self._space = anyio.Event()
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def report(self) -> Report:
+        return self._ledger.report
+
+    # -- the job --------------------------------------------------------------------------
+
+    async def run(self) -> Report:
+        self._log.info("job.started", endpoints=list(self._endpoints))
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._intake)
+                for ep in self._endpoints.values():
+                    for _ in range(max(1, ep.spec.max_in_flight)):
+                        tg.start_soon(self._worker, ep)
+        finally:
+            if self._ledger.open_count:
+                reason = self._stop_reason or "the job was cancelled"
+                self._stop_reason = reason
+                for ep in self._endpoints.values():
+                    ep.buffer.drain()
+                self._ledger.end_all_open(reason)
+            self.report.stopped = self._stop_reason
+            for ep in self._endpoints.values():
+                ep.stats.cap_items = ep.buffer.cap_items
+            report = self._ledger.close()
+            log = self._log.error if report.stopped else self._log.info
+            log("job.finished", total=report.total, counts=report.counts, calls=report.calls,
+                elapsed=round(report.elapsed, 3), stopped=report.stopped)
+        return report
+
+    def _stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._log.error("job.stopping", reason=reason)
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _notify_space(self) -> None:
+        self._space.set()
+        self._space = anyio.Event()
+
+    async def _emit(self, outcomes: Sequence[ItemOutcome]) -> None:
+        if self._outcomes is None:
+            return
+        try:
+            for outcome in outcomes:
+                await self._outcomes.send(outcome)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._outcomes = None  # the consumer left; the ledger and sinks still have them
+            self._stop("the outcome stream's reader went away")
+
+    # -- intake ---------------------------------------------------------------------------
+
+    async def _intake(self) -> None:
+        seen: set[int] = set()
+        operations = self.adapter.operations
+        high_water = self.settings.max_buffered_items
+        index = 0
+        try:
+            async for raw in _aiterate(self._items):
+                item = raw if isinstance(raw, Item) else _placeholder(raw)
+                work = Work(index, item)
+                index += 1
+                self._ledger.open(work)
+                op = operations.get(item.operation)
+                problem = "not an Item" if item is not raw else _problem(item, op)
+                if problem is not None or op is None:
+                    await self._emit([self._ledger.end(work, Outcome.REJECTED, "invalid", problem)])
+                    continue
+                key = hash((item.operation, item.target, item.subject))
+                if key in seen:
+                    await self._emit([self._ledger.end(work, Outcome.DUPLICATE, "duplicate",
+                                                       "the same item appeared earlier in the input")])
+                    continue
+                seen.add(key)
+                ep = self._endpoints[op.endpoint]
+                while ep.buffer.count >= high_water:
+                    self._notify()
+                    await self._space.wait()
+                ep.open_items += 1
+                ready_before = ep.buffer.has_ready
+                ep.buffer.put(op, work, anyio.current_time())
+                if not ready_before and ep.buffer.has_ready:
+                    self._notify()
+                if index % 512 == 0:
+                    await anyio.lowlevel.checkpoint()
+        except Exception as exc:  # the caller's input failed: finish what was read, say why
+            self._stop_reason = scrub(f"the input failed after {index} items: {type(exc).__name__}: {exc}")
+            self._log.error("input.failed", after_items=index, error=self._stop_reason)
+        finally:
+            self._intake_done = True
+            self._notify()
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _worker(self, ep: _Endpoint) -> None:
+        high_water = self.settings.max_buffered_items
+        while True:
+            now = anyio.current_time()
+            flush = self._intake_done or ep.buffer.count >= high_water
+            if ep.buffer.has_chunk(now, flush_partial=flush):
+                await ep.limiter.acquire()
+                # the limiter said go: send the fullest chunk there is now
+                chunk = ep.buffer.take(anyio.current_time(), flush_partial=True)
+                self._notify_space()
+                if chunk is not None:
+                    await self._send(ep, chunk)
+                    self._notify()
+                continue
+            if self._intake_done and ep.open_items == 0:
+                self._notify()
+                return
+            wakeup = ep.buffer.next_wakeup(now)
+            with anyio.move_on_after(math.inf if wakeup is None else wakeup):
+                await self._changed.wait()
+
+    async def _send(self, ep: _Endpoint, chunk: Chunk) -> None:
+        op, target, works = chunk.operation, chunk.target, chunk.works
+        subjects = [w.item.subject for w in works]
+        request = op.build_request(target, subjects)
+        log = self._log.bind(endpoint=ep.spec.name, target="/".join(target), items=len(works))
+        while True:
+            now = anyio.current_time()
+            for w in works:
+                w.sends += 1
+                if w.first_sent_at is None:
+                    w.first_sent_at = now
+            ep.stats.calls += 1
+            generation = 0
+            answer_lost = False
+            with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
+                try:
+                    generation, headers = await self.adapter.auth.headers()
+                    response = await self.adapter.transport.send(request, headers)
+                except TransportError as exc:
+                    result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
+                    answer_lost = True
+                except AuthError as exc:
+                    result = CallResult.whole(CallVerdict.FATAL, "auth", scrub(str(exc)))
+                else:
+                    result = _read(op, target, subjects, response)
+            log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
+            if result.verdict is CallVerdict.AUTH_EXPIRED and not chunk.auth_refreshed:
+                chunk.auth_refreshed = True
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self.adapter.auth.refresh(generation)
+                except AuthError as exc:
+                    result = CallResult.whole(CallVerdict.FATAL, "auth", scrub(str(exc)))
+                except TransportError as exc:
+                    result = CallResult.whole(CallVerdict.RETRY, "auth", scrub(str(exc)))
+                else:
+                    ep.stats.auth_refreshes += 1
+                    log.info("auth.refreshed")
+                    await ep.limiter.acquire()  # the re-send is a call like any other
+                    continue
+            break
+        ended = self._act(ep, chunk, result, answer_lost, log)
+        await self._emit(ended)
+
+    def _act(self, ep: _Endpoint, chunk: Chunk, result: CallResult, answer_lost: bool, log: Any) -> list[ItemOutcome]:
+        """Turn one call's result into outcomes and re-queued items. Never waits."""
+        op, works, verdict = chunk.operation, chunk.works, result.verdict
+        now = anyio.current_time()
+        ended: list[ItemOutcome] = []
+
+        def end(w: Work, outcome: Outcome, code: str | None, message: str | None) -> None:
+            if outcome is Outcome.NOT_ENROLLED and w.answer_lost:
+                message = (message or "") + " (an earlier send's answer was lost; it may have done this)"
+            ended.append(self._ledger.end(w, outcome, code, message))
+            ep.open_items -= 1
+
+        if verdict is CallVerdict.ANSWERED:
+            retry: list[Work] = []
+            for w, r in zip(works, result.items, strict=True):
+                if r.verdict is ItemVerdict.FINAL and r.outcome is not None:
+                    end(w, r.outcome, r.code, r.message)
+                else:
+                    w.last_code, w.last_message = r.code, r.message
+                    retry.append(w)
+            if retry:
+                self._retry_later(ep, op, retry, None, None, now, end)
+        elif verdict is CallVerdict.RETRY:
+            ep.stats.retried_calls += 1
+            for w in works:
+                w.answer_lost = w.answer_lost or answer_lost
+            self._retry_later(ep, op, works, result.code, result.message, now, end)
+        elif verdict is CallVerdict.THROTTLED:
+            pause = result.retry_after if result.retry_after is not None else ep.spec.lock_period
+            ep.limiter.pause(pause)
+            ep.stats.throttled += 1
+            log.warning("endpoint.throttled", code=result.code, pause_s=round(pause, 3))
+            again = []
+            for w in works:
+                w.throttles += 1
+                if w.throttles > self.settings.max_throttles:
+                    end(w, Outcome.GAVE_UP, result.code, f"throttled {w.throttles} times: {result.message}")
+                else:
+                    again.append(w)
+            if again:
+                ep.buffer.put_pinned(op, chunk.target, again, now)
+        elif verdict in (CallVerdict.SPLIT, CallVerdict.TOO_LARGE) and len(works) > 1:
+            half = (len(works) + 1) // 2
+            if verdict is CallVerdict.TOO_LARGE:
+                new_cap = max(1, min(ep.buffer.cap_items, len(works)) // 2)
+                if new_cap < ep.buffer.cap_items:
+                    ep.buffer.cap_items = new_cap
+                    ep.stats.cap_halvings += 1
+                    log.warning("endpoint.cap_halved", cap_items=new_cap, code=result.code)
+            else:
+                ep.stats.splits += 1
+                log.info("chunk.split", code=result.code, message=result.message)
+            ep.buffer.put_pinned(op, chunk.target, works[half:], now)
+            ep.buffer.put_pinned(op, chunk.target, works[:half], now)
+        elif verdict is CallVerdict.FATAL:
+            self._stop(f"{result.code}: {result.message}")
+        else:  # FAILED, a refused single item, or credentials refused after a refresh
+            for w in works:
+                end(w, Outcome.FAILED, result.code, result.message)
+        return ended
+
+    def _retry_later(self, ep: _Endpoint, op: Operation, works: Sequence[Work], code: str | None,
+                     message: str | None, now: float, end: Any) -> None:
+        policy = self.settings.retry
+        delay = policy.backoff(max(w.failures for w in works) + 1, self._rng)
+        for w in works:
+            w.failures += 1
+            if code is not None or message is not None:
+                w.last_code, w.last_message = code, message
+            assert w.first_sent_at is not None
+            if policy.may_retry(w.failures, w.first_sent_at, now):
+                ep.buffer.put_later(op, w, now + delay)
+            else:
+                end(w, Outcome.GAVE_UP, w.last_code, f"gave up after {w.sends} sends: {w.last_message}")
+
+
+def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], response: Any) -> CallResult:
+    """The adapter's reading, checked: an adapter that raises or miscounts is a bad answer."""
+    try:
+        result = op.read_response(target, subjects, response)
+    except Exception as exc:  # an answer the adapter could not read: retry, never crash
+        return CallResult.whole(CallVerdict.RETRY, "unreadable", f"{type(exc).__name__}: {exc}")
+    if result.verdict is CallVerdict.ANSWERED and len(result.items) != len(subjects):
+        return CallResult.whole(CallVerdict.RETRY, "unreadable",
+                                f"the answer covered {len(result.items)} of {len(subjects)} items")
+    return result
+
+
+def _problem(item: Item, op: Operation | None) -> str | None:
+    if op is None:
+        return f"unknown operation {item.operation!r}"
+    if not isinstance(item.subject, str) or not item.subject.strip():
+        return "the id is empty"
+    if not isinstance(item.target, tuple) or not all(isinstance(t, str) and t for t in item.target):
+        return "the target is missing or not a tuple of ids"
+    problem = op.validate(item)
+    if problem is None and op.max_request_bytes is not None:
+        if op.base_bytes(item.target) + op.item_bytes(item.subject) > op.max_request_bytes:
+            problem = "the id is too long to fit in one request"
+    return problem
+
+
+def _placeholder(raw: object) -> Item:
+    return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])
+
+
+async def _aiterate(items: Items) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+# -- public entry points ------------------------------------------------------------------
+
+
+async def run(
+    adapter: Adapter,
+    items: Items,
+    *,
+    settings: JobSettings | None = None,
+    sinks: Sequence[OutcomeSink] = (),
+    limiters: dict[str, CallLimiter] | None = None,
+) -> Report:
+    """Run a job to the end and return its report. Outcomes go to ``sinks`` as they happen."""
+    return await Job(adapter, items, settings=settings, sinks=sinks, limiters=limiters).run()
+
+
+class OutcomeStream:
+    """Outcomes as they happen (``async for``); ``report`` once the stream is exhausted."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[ItemOutcome], job: Job) -> None:
+        self._receive = receive
+        self._job = job
+
+    def __aiter__(self) -> AsyncIterator[ItemOutcome]:
+        return self._receive.__aiter__()
+
+    @property
+    def report(self) -> Report:
+        return self._job.report
+
+
+@asynccontextmanager
+async def stream(
+    adapter: Adapter,
+    items: Items,
+    *,
+    settings: JobSettings | None = None,
+    sinks: Sequence[OutcomeSink] = (),
+    limiters: dict[str, CallLimiter] | None = None,
+) -> AsyncIterator[OutcomeStream]:
+    """Run a job as a pipeline stage: ``async with stream(...) as outcomes: async for o in outcomes``.
+
+    Leaving the block before the stream ends stops the job; the report still accounts
+    for every item taken in.
+    """
+    settings = settings or JobSettings()
+    send, receive = anyio.create_memory_object_stream[ItemOutcome](settings.outcome_buffer)
+    job = Job(adapter, items, settings=settings, sinks=sinks, outcomes=send, limiters=limiters)
+
+    async def produce() -> None:
+        async with send:
+            await job.run()
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(produce)
+        try:
+            yield OutcomeStream(receive, job)
+        finally:
+            tg.cancel_scope.cancel()

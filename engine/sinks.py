@@ -1,0 +1,58 @@
+"""Results files: one line or row per input item, written as outcomes happen."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from .model import ItemOutcome
+
+CSV_COLUMNS = ("index", "operation", "target", "subject", "outcome", "code", "message", "attempts", "meta")
+
+
+class ResultsWriter:
+    """Writes each :class:`ItemOutcome` to a JSONL or CSV file (by suffix or ``fmt``).
+
+    Use as a context manager; pass the instance as a sink to the job. Lines are flushed
+    in the file's own buffer; closing flushes the rest.
+    """
+
+    def __init__(self, path: str | Path, fmt: str | None = None) -> None:
+        self.path = Path(path)
+        self.fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
+        if self.fmt not in ("csv", "jsonl"):
+            raise ValueError(f"unknown results format {self.fmt!r}: use csv or jsonl")
+        self._file: IO[str] | None = None
+        self._csv: Any = None
+        self.written = 0
+
+    def __enter__(self) -> ResultsWriter:
+        self._file = self.path.open("w", encoding="utf-8", newline="")
+        if self.fmt == "csv":
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(CSV_COLUMNS)
+        return self
+
+    def __call__(self, outcome: ItemOutcome) -> None:
+        assert self._file is not None, "use ResultsWriter as a context manager"
+        record = outcome.as_record()
+        if self._csv is not None:
+            meta = record["meta"]
+            record["meta"] = json.dumps(meta, ensure_ascii=False) if meta else ""
+            self._csv.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+        else:
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.written += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
