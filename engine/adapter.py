@@ -33,6 +33,8 @@ class EndpointSpec:
     min_interval: float = 0.0
     margin: float = 0.0  # extra window on our side for network jitter
     max_in_flight: int = 1
+    # an adapter's own limiter (e.g. one that learns an undocumented rate from 429s)
+    limiter_factory: Callable[[EndpointSpec], CallLimiter] | None = None
 
     def scaled(self, time_scale: float) -> EndpointSpec:
         """Every duration multiplied by ``time_scale`` (0.01: a minute becomes 0.6 s)."""
@@ -45,6 +47,8 @@ class EndpointSpec:
         )
 
     def make_limiter(self) -> CallLimiter:
+        if self.limiter_factory is not None:
+            return self.limiter_factory(self)
         if self.max_calls is None:
             return UnlimitedLimiter()
         return RollingWindowLimiter(
