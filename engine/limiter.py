@@ -64,10 +64,11 @@ class WindowSchedule:
 
     def earliest_start(self, now: float) -> float:
         at = max(now, self.paused_until)
+        # nextafter: a rounded-down float sum must not put a start a hair inside the window
         if len(self._starts) == self.max_calls:
-            at = max(at, self._starts[0] + self.window + self.margin)
+            at = max(at, math.nextafter(self._starts[0] + self.window + self.margin, math.inf))
         if self._starts and self.min_interval > 0:
-            at = max(at, self._starts[-1] + self.min_interval)
+            at = max(at, math.nextafter(self._starts[-1] + self.min_interval, math.inf))
         return at
 
     def record(self, start: float) -> None:

@@ -212,6 +212,7 @@ class Job:
     async def _worker(self, ep: _Endpoint) -> None:
         high_water = self.settings.max_buffered_items
         while True:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # calls are shielded; stop here
             now = anyio.current_time()
             flush = self._intake_done or ep.buffer.count >= high_water
             if ep.buffer.has_chunk(now, flush_partial=flush):
@@ -367,7 +368,7 @@ def _problem(item: Item, op: Operation | None) -> str | None:
         return f"unknown operation {item.operation!r}"
     if not isinstance(item.subject, str) or not item.subject.strip():
         return "the id is empty"
-    if not isinstance(item.target, tuple) or not all(isinstance(t, str) and t for t in item.target):
+    if not isinstance(item.target, tuple) or not item.target or not all(isinstance(t, str) and t for t in item.target):
         return "the target is missing or not a tuple of ids"
     problem = op.validate(item)
     if problem is None and op.max_request_bytes is not None:

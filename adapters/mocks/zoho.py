@@ -46,6 +46,8 @@ class ZohoMockConfig:
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
+    # erecnos that make the whole call fail with 400, as a malformed one would (poison)
+    refused_erecnos: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -174,7 +176,7 @@ class ZohoMock:
             return self._error(endpoint, 400, "Invalid parameter value/input parameter missing: erecnosList")
         if len(erecnos) > self.config.max_ids:
             return self._error(endpoint, 422, "Maximum limit exceeded")
-        if not all(e.isascii() and e.isdigit() for e in erecnos):
+        if not all(e.isascii() and e.isdigit() for e in erecnos) or self.config.refused_erecnos.intersection(erecnos):
             return self._error(endpoint, 400, "Invalid parameter value for erecnosList")
         return None
 

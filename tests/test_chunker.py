@@ -1,0 +1,104 @@
+"""The chunker's invariants: one target per chunk, caps held, every item out exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unenroll import Item, Operation, Outcome
+from unenroll.chunker import ChunkBuffer, Work
+from unenroll.model import CallResult
+from unenroll.transport import HttpRequest, HttpResponse
+
+
+def _build(target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+    return HttpRequest("POST", "/")
+
+
+def _read(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+    return CallResult.answered([])
+
+
+def make_op(max_items: int, max_bytes: int | None = None) -> Operation:
+    return Operation("op", "ep", Outcome.UNENROLLED, max_items, _build, _read,
+                     max_request_bytes=max_bytes, base_bytes=lambda t: 10, item_bytes=len)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cap=st.integers(1, 12),
+    max_bytes=st.one_of(st.none(), st.integers(20, 80)),
+    items=st.lists(st.tuples(st.integers(0, 4), st.text("0123456789", min_size=1, max_size=9)), max_size=200),
+    take_every=st.integers(1, 30),
+    halve_at=st.one_of(st.none(), st.integers(0, 200)),
+)
+def test_every_item_comes_out_once_in_a_chunk_within_caps(
+    cap: int, max_bytes: int | None, items: list[tuple[int, str]], take_every: int, halve_at: int | None
+) -> None:
+    op = make_op(cap, max_bytes)
+    buffer = ChunkBuffer(cap, linger=0.0)
+    taken: list[int] = []
+
+    def take_one(final: bool) -> bool:
+        chunk = buffer.take(0.0, flush_partial=final)
+        if chunk is None:
+            return False
+        assert len({w.item.target for w in chunk.works}) == 1
+        assert all(w.item.target == chunk.target for w in chunk.works)
+        assert 1 <= len(chunk.works) <= buffer.cap_items
+        if max_bytes is not None and not chunk.pinned:
+            assert chunk.nbytes <= max_bytes
+            assert chunk.nbytes == 10 + sum(len(w.item.subject) for w in chunk.works)
+        taken.extend(w.index for w in chunk.works)
+        return True
+
+    for index, (target, subject) in enumerate(items):
+        if halve_at == index:
+            buffer.cap_items = max(1, buffer.cap_items // 2)
+        buffer.put(op, Work(index, Item("op", (str(target),), subject)), 0.0)
+        if index % take_every == 0:
+            take_one(final=False)
+    while take_one(final=True):
+        pass
+    assert sorted(taken) == list(range(len(items)))
+    assert buffer.count == 0
+
+
+def test_pinned_chunks_leave_first_and_unmerged() -> None:
+    op = make_op(10)
+    buffer = ChunkBuffer(10)
+    buffer.put(op, Work(0, Item("op", ("a",), "1")), 0.0)
+    halves = [Work(i, Item("op", ("a",), str(i))) for i in (5, 6)]
+    buffer.put_pinned(op, ("a",), halves[1:], 0.0)
+    buffer.put_pinned(op, ("a",), halves[:1], 0.0)
+    first = buffer.take(0.0, flush_partial=True)
+    second = buffer.take(0.0, flush_partial=True)
+    third = buffer.take(0.0, flush_partial=True)
+    assert first is not None and [w.index for w in first.works] == [5]
+    assert second is not None and [w.index for w in second.works] == [6]
+    assert third is not None and [w.index for w in third.works] == [0]
+
+
+def test_partial_chunks_wait_for_linger_while_input_flows() -> None:
+    op = make_op(10)
+    buffer = ChunkBuffer(10, linger=1.0)
+    buffer.put(op, Work(0, Item("op", ("a",), "1")), 0.0)
+    assert buffer.take(0.5, flush_partial=False) is None
+    assert buffer.next_wakeup(0.5) == 0.5
+    chunk = buffer.take(1.0, flush_partial=False)
+    assert chunk is not None and len(chunk) == 1
+
+
+def test_retries_join_their_target_when_due() -> None:
+    op = make_op(10)
+    buffer = ChunkBuffer(10, linger=0.0)
+    buffer.put_later(op, Work(1, Item("op", ("a",), "1")), due=5.0)
+    buffer.put(op, Work(2, Item("op", ("a",), "2")), 0.0)
+    early = buffer.take(1.0, flush_partial=True)
+    assert early is not None and [w.index for w in early.works] == [2]
+    assert buffer.take(1.0, flush_partial=True) is None
+    assert buffer.next_wakeup(1.0) == 4.0
+    late = buffer.take(5.0, flush_partial=True)
+    assert late is not None and [w.index for w in late.works] == [1]

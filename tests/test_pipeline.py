@@ -1,0 +1,255 @@
+"""The engine against an in-process fake vendor: accounting, retries, bisecting, halving,
+fatal stops, cancellation, streaming. No HTTP, so each case is small and exact."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import anyio
+import pytest
+
+from tests.conftest import FAST_RETRY, FakeVendor
+from unenroll import Item, ItemOutcome, JobSettings, Outcome, RetryPolicy, run, stream
+from unenroll.model import CallResult, CallVerdict, ItemResult
+from unenroll.transport import TransportError
+
+SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.001, seed=7)
+
+
+def items_for(n: int, targets: int = 3) -> list[Item]:
+    return [Item("unenroll", (f"c{i % targets}",), str(1000 + i)) for i in range(n)]
+
+
+def assert_exactly_once(outcomes: Sequence[ItemOutcome], n: int) -> None:
+    assert sorted(o.index for o in outcomes) == list(range(n))
+
+
+async def test_every_item_ends_exactly_once_and_chunks_respect_the_cap(fake_vendor: Callable[..., FakeVendor]) -> None:
+    vendor = fake_vendor(max_items=7)
+    got: list[ItemOutcome] = []
+    report = await run(vendor, items_for(100), settings=SETTINGS, sinks=[got.append])
+    assert_exactly_once(got, 100)
+    assert report.counts == {"unenrolled": 100}
+    assert all(len(subjects) <= 7 and len(set(subjects)) == len(subjects) for _, subjects in vendor.calls)
+    assert report.calls == len(vendor.calls) == sum(-(-n // 7) for n in (34, 33, 33))
+
+
+async def test_invalid_and_duplicate_items_are_never_sent(fake_vendor: Callable[..., FakeVendor]) -> None:
+    vendor = fake_vendor()
+    items: list[object] = [
+        Item("unenroll", ("c",), "1"),
+        Item("unenroll", ("c",), "1"),  # duplicate
+        Item("unenroll", ("c",), "abc"),  # the adapter's id rule
+        Item("unenroll", ("c",), ""),  # empty id
+        Item("nope", ("c",), "2"),  # unknown operation
+        Item("unenroll", (), "3"),  # no target
+        {"not": "an item"},
+        Item("unenroll", ("d",), "1"),  # same id, other target: not a duplicate
+    ]
+    got: dict[int, ItemOutcome] = {}
+    report = await run(vendor, items, settings=SETTINGS, sinks=[lambda o: got.__setitem__(o.index, o)])
+    assert [got[i].outcome for i in range(8)] == [
+        Outcome.UNENROLLED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.REJECTED,
+        Outcome.REJECTED, Outcome.REJECTED, Outcome.REJECTED, Outcome.UNENROLLED,
+    ]
+    assert "not digits" in (got[2].message or "")
+    assert "unknown operation" in (got[4].message or "")
+    assert sorted(s for _, subjects in vendor.calls for s in subjects) == ["1", "1"]
+    assert report.total == 8
+
+
+async def test_only_failed_items_are_retried_never_the_ones_that_succeeded(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    flaky = {str(1000 + i) for i in range(0, 60, 4)}
+    seen: Counter[str] = Counter()
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        results = []
+        for s in subjects:
+            seen[s] += 1
+            first_time = seen[s] == 1
+            results.append(ItemResult.retry("busy") if s in flaky and first_time else ItemResult.final(Outcome.UNENROLLED))
+        return CallResult.answered(results)
+
+    vendor = fake_vendor(decide=decide)
+    report = await run(vendor, items_for(60), settings=SETTINGS)
+    assert report.counts == {"unenrolled": 60}
+    for i in range(60):
+        assert vendor.sends_of(str(1000 + i)) == (2 if str(1000 + i) in flaky else 1)
+    assert report.retried_items == len(flaky)
+
+
+async def test_transient_call_failures_retry_until_the_budget_runs_out(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        if "1000" in subjects:
+            raise TransportError("connection reset")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=1)
+    policy = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+    got: dict[int, ItemOutcome] = {}
+    report = await run(vendor, items_for(5), settings=JobSettings(retry=policy, linger=0.001),
+                       sinks=[lambda o: got.__setitem__(o.index, o)])
+    assert got[0].outcome is Outcome.GAVE_UP and got[0].attempts == 3
+    assert "connection reset" in (got[0].message or "")
+    assert report.counts == {"unenrolled": 4, "gave_up": 1}
+
+
+async def test_a_poisoned_chunk_is_bisected_down_to_the_bad_items(fake_vendor: Callable[..., FakeVendor]) -> None:
+    poison = {"1013", "1047"}
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        if poison & set(subjects):
+            return CallResult.whole(CallVerdict.SPLIT, "400", "Invalid parameter value")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=50)
+    got: dict[int, ItemOutcome] = {}
+    report = await run(vendor, [Item("unenroll", ("c",), str(1000 + i)) for i in range(50)],
+                       settings=SETTINGS, sinks=[lambda o: got.__setitem__(o.index, o)])
+    assert report.counts == {"unenrolled": 48, "failed": 2}
+    assert {got[i].item.subject for i in got if got[i].outcome is Outcome.FAILED} == poison
+    assert got[13].code == "400"
+    # bisecting costs about 2 * log2(50) calls per bad id, not one call per item
+    assert len(vendor.calls) <= 1 + 2 * 2 * 6
+    assert all(vendor.sends_of(str(1000 + i)) <= 7 for i in range(50))
+
+
+async def test_too_large_halves_the_cap_for_the_rest_of_the_job(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        if len(subjects) > 12:
+            return CallResult.whole(CallVerdict.TOO_LARGE, "422", "Maximum limit exceeded")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=50, max_in_flight=1)
+    report = await run(vendor, [Item("unenroll", ("c",), str(1000 + i)) for i in range(200)], settings=SETTINGS)
+    assert report.counts == {"unenrolled": 200}
+    assert report.endpoints["bulk"].cap_items == 12
+    refused = [s for _, s in vendor.calls if len(s) > 12]
+    assert len(refused) == 2  # 50 refused -> cap 25, 25 refused -> cap 12; then never again
+
+
+async def test_a_fatal_answer_stops_the_job_and_accounts_for_everything(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        return CallResult.whole(CallVerdict.FATAL, "ULM:01", "no permission to unenroll")
+
+    vendor = fake_vendor(decide=decide, max_items=10, max_in_flight=1)
+    got: list[ItemOutcome] = []
+    report = await run(vendor, items_for(500, targets=1), settings=SETTINGS, sinks=[got.append])
+    assert report.stopped == "ULM:01: no permission to unenroll"
+    assert report.counts == {"not_sent": 500}
+    assert len(vendor.calls) == 1
+    assert_exactly_once(got, 500)
+    assert not report.all_succeeded
+
+
+async def test_cancelling_mid_job_still_accounts_for_every_item(fake_vendor: Callable[..., FakeVendor]) -> None:
+    async def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        await anyio.sleep(0.002)
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=10)
+    got: list[ItemOutcome] = []
+    with anyio.move_on_after(0.05):
+        await run(vendor, items_for(5000), settings=SETTINGS, sinks=[got.append])
+    counts = Counter(o.outcome for o in got)
+    assert_exactly_once(got, 5000)
+    assert counts[Outcome.UNENROLLED] > 0 and counts[Outcome.NOT_SENT] > 0
+    assert set(counts) == {Outcome.UNENROLLED, Outcome.NOT_SENT}
+    sent_and_answered = sum(len(s) for _, s in vendor.calls)
+    assert counts[Outcome.UNENROLLED] == sent_and_answered  # calls in flight finished
+
+
+async def test_throttles_pause_the_endpoint_and_do_not_spend_attempts(fake_vendor: Callable[..., FakeVendor]) -> None:
+    answers = iter([CallVerdict.THROTTLED] * 3)
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        if next(answers, None) is CallVerdict.THROTTLED:
+            return CallResult.whole(CallVerdict.THROTTLED, "429", "slow down", retry_after=0.01)
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=10, max_in_flight=1)
+    settings = JobSettings(retry=RetryPolicy(max_attempts=1), linger=0.001)
+    report = await run(vendor, items_for(10, targets=1), settings=settings)
+    assert report.counts == {"unenrolled": 10}
+    assert report.endpoints["bulk"].throttled == 3
+
+
+async def test_the_stream_yields_each_outcome_as_it_happens(fake_vendor: Callable[..., FakeVendor]) -> None:
+    async def source() -> AsyncIterator[Item]:
+        for item in items_for(300):
+            yield item
+
+    vendor = fake_vendor()
+    seen: list[ItemOutcome] = []
+    async with stream(vendor, source(), settings=SETTINGS) as outcomes:
+        async for outcome in outcomes:
+            seen.append(outcome)
+    assert_exactly_once(seen, 300)
+    assert outcomes.report.counts == {"unenrolled": 300}
+
+
+async def test_leaving_the_stream_early_stops_the_job_with_a_full_account(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    vendor = fake_vendor()
+    seen: list[ItemOutcome] = []
+    sink: list[ItemOutcome] = []
+    async with stream(vendor, items_for(3000), settings=SETTINGS, sinks=[sink.append]) as outcomes:
+        async for outcome in outcomes:
+            seen.append(outcome)
+            if len(seen) == 50:
+                break
+    await anyio.sleep(0)
+    assert_exactly_once(sink, 3000)
+    assert outcomes.report.total == 3000
+    assert sum(outcomes.report.counts.values()) == 3000
+
+
+async def test_a_failing_input_stops_intake_but_finishes_what_was_read(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def source() -> object:
+        for item in items_for(25):
+            yield item
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    vendor = fake_vendor()
+    report = await run(vendor, source(), settings=SETTINGS)  # type: ignore[arg-type]
+    assert report.counts == {"unenrolled": 25}
+    assert report.stopped is not None and "after 25 items" in report.stopped and "UnicodeDecodeError" in report.stopped
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_faults_never_lose_or_double_count_an_item(
+    fake_vendor: Callable[..., FakeVendor], seed: int
+) -> None:
+    rng = random.Random(seed)
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        roll = rng.random()
+        if roll < 0.1:
+            raise TransportError("dropped")
+        if roll < 0.2:
+            return CallResult.whole(CallVerdict.RETRY, "503", "unavailable")
+        if roll < 0.25:
+            return CallResult.whole(CallVerdict.THROTTLED, "429", "slow", retry_after=0.001)
+        return CallResult.answered([
+            rng.choice([ItemResult.final(Outcome.UNENROLLED), ItemResult.final(Outcome.NOT_ENROLLED),
+                        ItemResult.retry("partial"), ItemResult.final(Outcome.FAILED, "x", "bad")])
+            for _ in subjects
+        ])
+
+    vendor = fake_vendor(decide=decide, max_items=8)
+    got: list[ItemOutcome] = []
+    items = items_for(400, targets=5) + items_for(40, targets=5)  # 40 duplicates
+    report = await run(vendor, items, settings=JobSettings(retry=RetryPolicy(max_attempts=4, base_delay=0.0005,
+                                                                                max_delay=0.001), linger=0.001),
+                       sinks=[got.append])
+    assert_exactly_once(got, 440)
+    assert report.total == 440 == sum(report.counts.values())
+    assert report.counts["duplicate"] == 40
+    for o in got:
+        if o.outcome is Outcome.GAVE_UP:
+            assert o.attempts >= 4  # throttled sends come on top of the 4 failed ones
