@@ -99,8 +99,13 @@ class Operation:
 class Adapter(Protocol):
     """A configured vendor client: declarations plus the wire."""
 
-    vendor: str
-    operations: Mapping[str, Operation]
-    endpoints: Mapping[str, EndpointSpec]
-    transport: Transport
-    auth: Auth
+    @property
+    def vendor(self) -> str: ...
+    @property
+    def operations(self) -> Mapping[str, Operation]: ...
+    @property
+    def endpoints(self) -> Mapping[str, EndpointSpec]: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def auth(self) -> Auth: ...

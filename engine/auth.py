@@ -26,8 +26,9 @@ class Auth(Protocol):
         """The current auth headers and their generation number."""
         ...
 
-    async def refresh(self, generation: int) -> None:
-        """Get new credentials unless a refresh already happened after ``generation``."""
+    async def refresh(self, generation: int) -> bool:
+        """Get new credentials unless a refresh already happened after ``generation``;
+        ``True`` if this call fetched them."""
         ...
 
 
@@ -37,14 +38,14 @@ class NoAuth:
     async def headers(self) -> tuple[int, Mapping[str, str]]:
         return 0, {}
 
-    async def refresh(self, generation: int) -> None:
+    async def refresh(self, generation: int) -> bool:
         raise AuthError("this endpoint's credentials cannot be refreshed")
 
 
 class StaticTokenAuth:
     """A token given by the caller; it cannot be refreshed."""
 
-    __slots__ = ("_token", "_template")
+    __slots__ = ("_template", "_token")
 
     def __init__(self, token: Secret | str, template: str = "Bearer {token}") -> None:
         self._token = Secret(token) if isinstance(token, str) else token
@@ -56,7 +57,7 @@ class StaticTokenAuth:
     async def headers(self) -> tuple[int, Mapping[str, str]]:
         return 0, {"Authorization": self._template.format(token=self._token.reveal())}
 
-    async def refresh(self, generation: int) -> None:
+    async def refresh(self, generation: int) -> bool:
         raise AuthError("the access token was refused and no refresh credentials were given")
 
 
@@ -65,7 +66,7 @@ class OAuthTokenAuth:
     password grant: the caller gives the form fields). Fetches lazily, refreshes on demand.
     """
 
-    __slots__ = ("_transport", "_path", "_fields", "_template", "_token", "_generation", "_lock")
+    __slots__ = ("_fields", "_generation", "_lock", "_path", "_template", "_token", "_transport")
 
     def __init__(
         self,
@@ -92,10 +93,10 @@ class OAuthTokenAuth:
         assert self._token is not None
         return self._generation, {"Authorization": self._template.format(token=self._token.reveal())}
 
-    async def refresh(self, generation: int) -> None:
+    async def refresh(self, generation: int) -> bool:
         async with self._lock:
             if generation != self._generation and self._token is not None:
-                return  # someone refreshed while we waited
+                return False  # someone refreshed while we waited
             form = [(k, v.reveal()) for k, v in self._fields.items()]
             # a TransportError propagates: the call that needed the token is retried
             answer = await self._transport.send(HttpRequest("POST", self._path, form=form), {})
@@ -109,3 +110,4 @@ class OAuthTokenAuth:
                 raise AuthError(f"token endpoint refused the credentials (HTTP {answer.status})")
             self._token = Secret(token)
             self._generation += 1
+            return True

@@ -59,7 +59,7 @@ class Chunk:
 class ChunkBuffer:
     """Open chunks per (operation, target), ready chunks, and retries waiting to be due."""
 
-    __slots__ = ("cap_items", "_open", "_ready", "_delayed", "_seq", "count", "_linger")
+    __slots__ = ("_delayed", "_linger", "_open", "_ready", "_seq", "cap_items", "count")
 
     def __init__(self, cap_items: int, *, linger: float = 0.25) -> None:
         self.cap_items = cap_items

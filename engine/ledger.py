@@ -98,7 +98,7 @@ OutcomeSink = Callable[[ItemOutcome], None]
 class Ledger:
     """Open items and final outcomes. Synchronous: ending an item never waits."""
 
-    __slots__ = ("report", "_open", "_counts", "_sinks", "_started")
+    __slots__ = ("_counts", "_open", "_sinks", "_started", "report")
 
     def __init__(self, vendor: str, sinks: Iterable[OutcomeSink] = ()) -> None:
         self.report = Report(vendor)

@@ -48,7 +48,7 @@ class WindowSchedule:
     window of ``window`` seconds holds more than ``max_calls`` starts.
     """
 
-    __slots__ = ("max_calls", "window", "min_interval", "margin", "_starts", "paused_until")
+    __slots__ = ("_starts", "margin", "max_calls", "min_interval", "paused_until", "window")
 
     def __init__(
         self, max_calls: int, window: float, *, min_interval: float = 0.0, margin: float = 0.0
@@ -84,7 +84,7 @@ class RollingWindowLimiter:
     See :class:`WindowSchedule` for the invariant.
     """
 
-    __slots__ = ("_schedule", "_clock", "pauses")
+    __slots__ = ("_clock", "_schedule", "pauses")
 
     def __init__(
         self,
@@ -110,7 +110,7 @@ class RollingWindowLimiter:
             if at <= now:
                 self._schedule.record(now)  # no await between the check and the record
                 return
-            await anyio.sleep(at - now)
+            await anyio.sleep(at - now)  # then check again: a pause may have come meanwhile
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1
@@ -124,7 +124,7 @@ class RollingWindowLimiter:
 class UnlimitedLimiter:
     """No rate limit, but still honours the vendor's pauses (429 / Retry-After)."""
 
-    __slots__ = ("_paused_until", "_clock", "pauses")
+    __slots__ = ("_clock", "_paused_until", "pauses")
 
     def __init__(self, clock: Callable[[], float] = anyio.current_time) -> None:
         self._paused_until = -math.inf
@@ -132,7 +132,7 @@ class UnlimitedLimiter:
         self.pauses = 0
 
     async def acquire(self) -> None:
-        while (wait := self._paused_until - self._clock()) > 0:
+        while (wait := self._paused_until - self._clock()) > 0:  # noqa: ASYNC110 (a pause may grow meanwhile)
             await anyio.sleep(wait)
 
     def pause(self, seconds: float) -> None:

@@ -32,6 +32,16 @@ def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]) ->
     return event
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at write time (test runners and CLIs swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the whole process: console or JSON lines, on ``stream``."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -44,7 +54,7 @@ def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How an item ended. Exactly one per input item."""
 
     # done: the operation's success (each operation names which one it reports)
@@ -38,9 +38,6 @@ class Outcome(str, enum.Enum):
     def is_success(self) -> bool:
         """The wanted state was reached (done, or it already held)."""
         return self in _DONE or self is Outcome.NOT_ENROLLED
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _DONE = frozenset({Outcome.UNENROLLED, Outcome.SHARED, Outcome.QUEUED})

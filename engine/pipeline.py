@@ -56,7 +56,7 @@ class JobSettings:
 class _Endpoint:
     """One endpoint's state during a job."""
 
-    __slots__ = ("spec", "limiter", "buffer", "stats", "open_items")
+    __slots__ = ("buffer", "limiter", "open_items", "spec", "stats")
 
     def __init__(self, spec: EndpointSpec, cap_items: int, linger: float) -> None:
         self.spec = spec
@@ -261,14 +261,15 @@ class Job:
                 chunk.auth_refreshed = True
                 try:
                     with anyio.CancelScope(shield=True):
-                        await self.adapter.auth.refresh(generation)
+                        refreshed = await self.adapter.auth.refresh(generation)
                 except AuthError as exc:
                     result = CallResult.whole(CallVerdict.FATAL, "auth", scrub(str(exc)))
                 except TransportError as exc:
                     result = CallResult.whole(CallVerdict.RETRY, "auth", scrub(str(exc)))
                 else:
-                    ep.stats.auth_refreshes += 1
-                    log.info("auth.refreshed")
+                    if refreshed:
+                        ep.stats.auth_refreshes += 1
+                        log.info("auth.refreshed")
                     await ep.limiter.acquire()  # the re-send is a call like any other
                     continue
             break
@@ -319,7 +320,7 @@ class Job:
         elif verdict in (CallVerdict.SPLIT, CallVerdict.TOO_LARGE) and len(works) > 1:
             half = (len(works) + 1) // 2
             if verdict is CallVerdict.TOO_LARGE:
-                new_cap = max(1, min(ep.buffer.cap_items, len(works)) // 2)
+                new_cap = max(1, len(works) // 2)  # by the refused size: calls in flight together halve once
                 if new_cap < ep.buffer.cap_items:
                     ep.buffer.cap_items = new_cap
                     ep.stats.cap_halvings += 1

@@ -43,7 +43,7 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> object:  # pickling would write the value to disk
+    def __reduce__(self) -> str:  # pickling would write the value to disk
         raise TypeError("a Secret cannot be pickled")
 
 

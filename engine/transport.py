@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, Protocol
 
 import aiohttp
@@ -65,7 +66,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 class AiohttpTransport:
     """Sends requests through an injected :class:`aiohttp.ClientSession` to ``base_url``."""
 
-    __slots__ = ("_session", "_base_url", "_timeout", "_max_body")
+    __slots__ = ("_base_url", "_max_body", "_session", "_timeout")
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ class AiohttpTransport:
                 if len(body) > self._max_body:
                     raise TransportError(f"answer larger than {self._max_body} bytes")
                 return HttpResponse(response.status, body, dict(response.headers))
-        except TimeoutError as exc:
+        except TimeoutError:
             raise TransportError(f"timed out after {self._timeout.total}s") from None
         except aiohttp.ClientError as exc:
             # str() of aiohttp errors names host and reason, never request headers
@@ -135,14 +136,14 @@ def retry_after_seconds(response: HttpResponse) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    from datetime import datetime
     from email.utils import parsedate_to_datetime
-    from datetime import datetime, timezone
 
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def json_body(response: HttpResponse) -> Any:

@@ -40,7 +40,7 @@ async def zoho_rig(
     config: ZohoMockConfig | None = None,
     state: ZohoMockState | None = None,
     limits: ZohoLimits | None = None,
-    timeout: float = 5.0,
+    request_timeout: float = 5.0,
 ) -> AsyncIterator[ZohoRig]:
     """A Zoho mock on 127.0.0.1 and a ZohoPeople adapter with refresh credentials for it."""
     config = config or ZohoMockConfig(time_scale=TIME_SCALE)
@@ -55,7 +55,7 @@ async def zoho_rig(
             client_secret=config.client_secret,
             limits=limits or ZohoLimits(margin=5.0),  # 5 s scaled: 50 ms of jitter allowance
             time_scale=config.time_scale,
-            timeout=timeout,
+            timeout=request_timeout,
         )
         yield ZohoRig(mock, adapter, server.url, session)
 

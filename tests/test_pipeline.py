@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
@@ -71,7 +72,8 @@ async def test_only_failed_items_are_retried_never_the_ones_that_succeeded(
         for s in subjects:
             seen[s] += 1
             first_time = seen[s] == 1
-            results.append(ItemResult.retry("busy") if s in flaky and first_time else ItemResult.final(Outcome.UNENROLLED))
+            retry = s in flaky and first_time
+            results.append(ItemResult.retry("busy") if retry else ItemResult.final(Outcome.UNENROLLED))
         return CallResult.answered(results)
 
     vendor = fake_vendor(decide=decide)
@@ -203,7 +205,7 @@ async def test_leaving_the_stream_early_stops_the_job_with_a_full_account(
             seen.append(outcome)
             if len(seen) == 50:
                 break
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     assert_exactly_once(sink, 3000)
     assert outcomes.report.total == 3000
     assert sum(outcomes.report.counts.values()) == 3000
@@ -211,8 +213,7 @@ async def test_leaving_the_stream_early_stops_the_job_with_a_full_account(
 
 async def test_a_failing_input_stops_intake_but_finishes_what_was_read(fake_vendor: Callable[..., FakeVendor]) -> None:
     def source() -> object:
-        for item in items_for(25):
-            yield item
+        yield from items_for(25)
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
     vendor = fake_vendor()

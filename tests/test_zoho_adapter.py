@@ -114,7 +114,7 @@ def test_a_listed_erecno_with_an_unexpected_status_is_retried_not_guessed() -> N
     ("item", "problem"),
     [
         (Item("unenroll", (COURSE, BATCH), "12a"), "not a Zoho id"),
-        (Item("unenroll", (COURSE, BATCH), "１２"), "not a Zoho id"),  # full-width digits
+        (Item("unenroll", (COURSE, BATCH), "１２"), "not a Zoho id"),  # noqa: RUF001 (full-width digits on purpose)
         (Item("unenroll", (COURSE,), "12"), "course id and batch id"),
         (Item("unenroll", (COURSE, "x"), "12"), "target id 'x'"),
         (Item("share_course", (COURSE, BATCH), "12"), "the course id"),

@@ -23,9 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import Faults, FaultLog, Latency, MockServer, ThresholdCounter, WindowKind, answer_fault
+from .common import FaultLog, Faults, Latency, MockServer, ThresholdCounter, WindowKind, answer_fault
 
-LOCKED_BODY = {"code": "7209", "message": "API access blocked since threshold limit exceeded. Please try after some time"}
+LOCKED_BODY = {
+    "code": "7209",
+    "message": "API access blocked since threshold limit exceeded. Please try after some time",
+}
 PAGE_SIZE = 25
 
 
@@ -108,7 +111,6 @@ class ZohoMock:
         self.tokens: dict[str, float] = {}  # token -> expiry (loop time)
         self.tokens_issued = 0
         self.app = web.Application()
-        self.app["mock"] = self
         r = self.app.router
         r.add_post("/oauth/v2/token", self.token)
         r.add_post("/api/v1/courses/{course}/batches/{batch}/unenroll", self.unenroll)
@@ -136,7 +138,9 @@ class ZohoMock:
         self.tokens_issued += 1
         return web.json_response({"access_token": token, "expires_in": int(c.token_lifetime), "token_type": "Bearer"})
 
-    async def _gate(self, endpoint: str, request: web.Request, items: int, sample: dict[str, Any]) -> web.StreamResponse | None:
+    async def _gate(
+        self, endpoint: str, request: web.Request, items: int, sample: dict[str, Any]
+    ) -> web.StreamResponse | None:
         """Threshold, auth, faults, latency: an answer that ends the call, or None to serve it."""
         now = self._now()
         if not self.counters[endpoint].hit(now):
@@ -144,7 +148,8 @@ class ZohoMock:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Zoho-oauthtoken ")
         if not auth.startswith("Zoho-oauthtoken ") or self.tokens.get(token, -1.0) < now:
-            return self._answer(endpoint, web.json_response({"code": "401", "message": "Invalid OAuth token"}, status=401))
+            expired = {"code": "401", "message": "Invalid OAuth token"}
+            return self._answer(endpoint, web.json_response(expired, status=401))
         c = self.config
         delay = c.latency.draw(items, self.rng, c.time_scale)
         fault = c.faults.draw(self.rng)
