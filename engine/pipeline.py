@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,12 +216,15 @@ class Job:
             now = anyio.current_time()
             flush = self._intake_done or ep.buffer.count >= high_water
             if ep.buffer.has_chunk(now, flush_partial=flush):
+                # credentials first: a token fetch between the permit and the wire would
+                # make this call arrive later than the limiter counted it
+                credentials = await self._credentials()
                 await ep.limiter.acquire()
                 # the limiter said go: send the fullest chunk there is now
                 chunk = ep.buffer.take(anyio.current_time(), flush_partial=True)
                 self._notify_space()
                 if chunk is not None:
-                    await self._send(ep, chunk)
+                    await self._send(ep, chunk, credentials)
                     self._notify()
                 continue
             if self._intake_done and ep.open_items == 0:
@@ -231,7 +234,24 @@ class Job:
             with anyio.move_on_after(math.inf if wakeup is None else wakeup):
                 await self._changed.wait()
 
-    async def _send(self, ep: _Endpoint, chunk: Chunk) -> None:
+    async def _credentials(self) -> tuple[int, Mapping[str, str]]:
+        """Auth headers, fetching a token if needed. An unreachable token endpoint is
+        retried with the job's backoff; refused credentials stop the job."""
+        failures = 0
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    return await self.adapter.auth.headers()
+            except AuthError as exc:
+                self._stop(scrub(f"auth: {exc}"))
+                await anyio.lowlevel.checkpoint()  # delivers the cancellation
+            except TransportError as exc:
+                failures += 1
+                if failures >= self.settings.retry.max_attempts:
+                    self._stop(scrub(f"auth: the token endpoint kept failing: {exc}"))
+                await anyio.sleep(self.settings.retry.backoff(failures, self._rng))
+
+    async def _send(self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]]) -> None:
         op, target, works = chunk.operation, chunk.target, chunk.works
         subjects = [w.item.subject for w in works]
         request = op.build_request(target, subjects)
@@ -243,17 +263,14 @@ class Job:
                 if w.first_sent_at is None:
                     w.first_sent_at = now
             ep.stats.calls += 1
-            generation = 0
+            generation, headers = credentials
             answer_lost = False
             with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
                 try:
-                    generation, headers = await self.adapter.auth.headers()
                     response = await self.adapter.transport.send(request, headers)
                 except TransportError as exc:
                     result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
                     answer_lost = True
-                except AuthError as exc:
-                    result = CallResult.whole(CallVerdict.FATAL, "auth", scrub(str(exc)))
                 else:
                     result = _read(op, target, subjects, response)
             log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
@@ -270,6 +287,7 @@ class Job:
                     if refreshed:
                         ep.stats.auth_refreshes += 1
                         log.info("auth.refreshed")
+                    credentials = await self._credentials()
                     await ep.limiter.acquire()  # the re-send is a call like any other
                     continue
             break

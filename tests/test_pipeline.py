@@ -16,7 +16,7 @@ from unenroll import Item, ItemOutcome, JobSettings, Outcome, RetryPolicy, run, 
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import TransportError
 
-SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.001, seed=7)
+SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=7)  # the input is a list: chunks fill at once
 
 
 def items_for(n: int, targets: int = 3) -> list[Item]:

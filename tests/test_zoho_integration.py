@@ -17,7 +17,7 @@ from unenroll.adapters.mocks.common import Faults, Latency
 from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
 from unenroll.adapters.zoho import ZohoLimits
 
-SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.01, seed=1)
+SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=1)  # the input is a list: chunks fill at once
 
 
 async def test_5000_erecnos_over_several_batches_all_end_unenrolled_within_the_limit(tmp_path: Path) -> None:
@@ -71,6 +71,18 @@ async def test_a_naive_burst_trips_the_lock_and_the_engine_with_the_same_setting
     assert report.counts == {"unenrolled": 4000}
     assert ours["lock_events"] == 0 and report.throttled == 0
     assert ours["max_in_rolling_window"] == 30  # and it does use the whole allowance
+
+
+async def test_a_slow_token_fetch_does_not_make_calls_arrive_later_than_counted() -> None:
+    """Regression: the first calls waited for the token *after* taking their permit, so
+    they reached the vendor late and the 31st call landed inside their window."""
+    state = ZohoMockState.generate(1, 4, 1000)
+    config = ZohoMockConfig(time_scale=TIME_SCALE, token_latency=5.0)  # 50 ms, five times the margin
+    async with zoho_rig(config, state, limits=ZohoLimits(margin=1.0)) as rig:
+        report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS)
+        stats = (await rig.stats())["endpoints"]["unenroll"]
+    assert report.counts == {"unenrolled": 4000}
+    assert stats["lock_events"] == 0 and stats["max_in_rolling_window"] == 30
 
 
 @pytest.mark.parametrize("window_kind", ["rolling", "fixed"])

@@ -42,6 +42,7 @@ class ZohoMockConfig:
     max_ids: int = 100
     max_url_bytes: int = 8192
     token_lifetime: float = 3600.0
+    token_latency: float = 0.0  # seconds (before time scale) the token endpoint takes
     client_id: str = "mock-client-id"
     client_secret: str = "mock-client-secret"
     refresh_token: str = "mock-refresh-token"
@@ -133,6 +134,8 @@ class ZohoMock:
         if (form.get("grant_type") != "refresh_token" or form.get("refresh_token") != c.refresh_token
                 or form.get("client_id") != c.client_id or form.get("client_secret") != c.client_secret):
             return web.json_response({"error": "invalid_client"}, status=400)
+        if c.token_latency:
+            await asyncio.sleep(c.token_latency * c.time_scale)
         token = "1000." + secrets.token_hex(16)
         self.tokens[token] = self._now() + c.token_lifetime * c.time_scale
         self.tokens_issued += 1
