@@ -33,17 +33,18 @@ class DemoSettings:
 
 
 def demo_items(batches: dict[tuple[str, str], dict[str, str]], seed: int) -> Iterator[Item]:
-    """Every enrolled learner once, plus a few rows of the kinds users get wrong."""
+    """Every enrolled learner once, plus, at fixed places, rows of the kinds users get
+    wrong: a repeated row, a malformed id, someone who is not enrolled there."""
     rng = random.Random(seed)
     targets = list(batches)
     for row, (target, erecno) in enumerate((t, e) for t in targets for e in batches[t]):
-        yield Item("unenroll", target, erecno, meta={"row": row + 2})
-        if rng.random() < 0.002:
-            yield Item("unenroll", target, erecno, meta={"row": "repeat"})  # a repeated row
-        if rng.random() < 0.002:
-            yield Item("unenroll", target, erecno + "x", meta={"row": "typo"})  # a malformed id
-        if rng.random() < 0.003:
-            yield Item("unenroll", rng.choice(targets), str(9_000_000_000_000 + row), meta={"row": "stale"})
+        yield Item("unenroll", target, erecno, meta={"row": row})
+        if row % 397 == 5:
+            yield Item("unenroll", target, erecno, meta={"row": f"{row} again"})
+        if row % 601 == 7:
+            yield Item("unenroll", target, erecno + "x", meta={"row": f"{row} typo"})
+        if row % 251 == 3:
+            yield Item("unenroll", rng.choice(targets), str(9_000_000_000_000 + row), meta={"row": f"{row} stale"})
 
 
 async def run_demo(settings: DemoSettings) -> tuple[Report, dict[str, Any]]:
