@@ -1,0 +1,381 @@
+"""Docebo: unenroll users from courses and learning plans in bulk.
+
+Contract: ``shared/vendor-apis.md`` section 3. Documented: ``DELETE /learn/v1/enrollments``
+with a JSON body, at most 1,000 users a call, 1,000 calls an hour per IP counted as a
+leaky bucket (429 above it), batch endpoints never called concurrently, OAuth2 bearer
+tokens, the three destructive flags (all false by default). Ours: the answer's layout
+(``data.unenrolled`` / ``data.errors`` pairs), what a pair missing from it means, the
+400 for a call over the cap, the 409 for a concurrent call.
+
+Items: operation ``unenroll``, target ``("course", "<id>")`` or ``("learningplan", "<id>")``,
+subject a user id (digits). The unit of work is one user-course or user-plan pair; the
+engine groups pairs by target, so every call carries one course *or* one plan and up to
+1,000 users.
+
+The destructive flags are **job options**, given to the adapter's constructor and sent
+with every call; the engine copies them into ``report.options``. The cascade flag applies
+to learning plans only: with it on, :func:`validate` rejects every item that targets a
+course (``rejected``, before anything is sent), because the caller asked for something
+the vendor does not define, and guessing what they meant would be destructive.
+
+Limits: one call in flight (``max_in_flight=1``: the engine keeps filling the next chunk
+while the current call is out), calls evenly spaced at the bucket's leak rate
+(``min_interval = window / calls``, 3.6 s) so the vendor's bucket never fills, and never
+more than 1,000 starts in any hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import aiohttp
+
+from unenroll.adapter import EndpointSpec, Operation
+from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
+from unenroll.secrets import Secret
+from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
+
+UNENROLL = "unenroll"
+ENROLLMENTS_PATH = "/learn/v1/enrollments"
+TOKEN_PATH = "/oauth2/token"
+
+COURSE = "course"
+LEARNING_PLAN = "learningplan"
+TARGET_KINDS = (COURSE, LEARNING_PLAN)
+
+RESET_TRACKS = "reset_tracks"
+CASCADE = "cascade_unenroll_from_courses_in_selected_learning_plan"
+DELETE_CERTIFICATES = "delete_issued_certificates"
+
+MAX_ID_DIGITS = 18  # Docebo ids are integers; this keeps them inside a signed 64-bit int
+DOCUMENTED_MAX_USERS = 1000  # [doc] users per call
+
+
+@dataclass(frozen=True, slots=True)
+class DoceboLimits:
+    """Every number is a setting; the defaults are the documented ones where there are any."""
+
+    calls_per_window: int = 1000  # [doc] per hour per IP
+    window: float = 3600.0  # [doc] an hour
+    # None: window / calls_per_window (3.6 s), the bucket's leak rate, so it never fills
+    min_interval: float | None = None
+    margin: float = 1.0  # our side: absorbs network jitter between our clock and Docebo's
+    lock_period: float = 60.0  # pause after a 429 that says no Retry-After
+    max_in_flight: int = 1  # [doc] batch endpoints must not be called concurrently
+    max_users_per_call: int = DOCUMENTED_MAX_USERS  # halved for the job if the vendor refuses it
+
+    @property
+    def spacing(self) -> float:
+        """Seconds between call starts, before time scale."""
+        return self.window / self.calls_per_window if self.min_interval is None else self.min_interval
+
+    def endpoint(self, name: str, time_scale: float) -> EndpointSpec:
+        return EndpointSpec(
+            name,
+            max_calls=self.calls_per_window,
+            window=self.window,
+            lock_period=self.lock_period,
+            min_interval=self.spacing,
+            margin=self.margin,
+            max_in_flight=self.max_in_flight,
+        ).scaled(time_scale)
+
+
+@dataclass(frozen=True, slots=True)
+class DoceboOptions:
+    """The three destructive flags of the bulk unenroll call. All false unless set [doc]."""
+
+    reset_tracks: bool = False
+    cascade_unenroll_from_courses_in_selected_learning_plan: bool = False
+    delete_issued_certificates: bool = False
+
+    @property
+    def cascade(self) -> bool:
+        return self.cascade_unenroll_from_courses_in_selected_learning_plan
+
+    def as_dict(self) -> dict[str, bool]:
+        """Every flag, on or off, as the report records them."""
+        return {
+            RESET_TRACKS: self.reset_tracks,
+            CASCADE: self.cascade,
+            DELETE_CERTIFICATES: self.delete_issued_certificates,
+        }
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def _id_problem(value: str) -> str | None:
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_ID_DIGITS:
+        return "is not a Docebo id (digits only)"
+    if len(value) > 1 and value.startswith("0"):
+        return f"is not written as Docebo writes it (write {int(value)})"
+    return None
+
+
+def validate(options: DoceboOptions, item: Item) -> str | None:
+    """Targets are ``(kind, id)``; ids are canonical digit strings (no leading zeros, so
+    the answer's integer ids match the item they belong to); the cascade flag is refused
+    for courses."""
+    if len(item.target) != 2 or item.target[0] not in TARGET_KINDS:
+        return 'the target must be ("course", "<id>") or ("learningplan", "<id>")'
+    kind, target_id = item.target
+    if (problem := _id_problem(target_id)) is not None:
+        return f"{kind} id {target_id!r} {problem}"
+    if (problem := _id_problem(item.subject)) is not None:
+        return f"user id {item.subject!r} {problem}"
+    if options.cascade and kind == COURSE:
+        return (f"{CASCADE} applies to learning plans only, and this item targets a course: "
+                "run courses in a job without that option")
+    return None
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+def unenroll_body(options: DoceboOptions, target: tuple[str, ...], subjects: Sequence[str]) -> dict[str, Any]:
+    """The documented JSON body for one target: every user from that one course or plan.
+
+    The cascade flag is only ever sent with a learning plan (validation keeps course items
+    out when it is on; this keeps the request honest even if called directly).
+    """
+    kind, target_id = target
+    return {
+        "user_ids": [int(s) for s in subjects],
+        "course_ids": [int(target_id)] if kind == COURSE else [],
+        "learningplan_ids": [int(target_id)] if kind == LEARNING_PLAN else [],
+        RESET_TRACKS: options.reset_tracks,
+        CASCADE: options.cascade and kind == LEARNING_PLAN,
+        DELETE_CERTIFICATES: options.delete_issued_certificates,
+    }
+
+
+def build_unenroll(options: DoceboOptions, target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+    return HttpRequest("DELETE", ENROLLMENTS_PATH, json=unenroll_body(options, target, subjects))
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+def _error_text(body: Any) -> str | None:
+    """The human message of an error body, whichever of the usual shapes it has."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("message", "error_description", "error", "name"):
+        value = body.get(key)
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
+        if value:
+            return str(value)
+    return None
+
+
+_CAP_WORDS = ("maximum", "too many", "exceed", "limit", "at most")
+_THROTTLE_WORDS = ("too many requests", "rate limit")
+
+
+def read_whole_call(subjects: Sequence[str], response: HttpResponse, body: Any) -> CallResult | None:
+    """Whole-call verdicts; ``None`` for a 200 whose pairs are to be read.
+
+    By status *and* body: 429 (or a body that says rate limit) is a throttle with
+    ``Retry-After``; a 400 is TOO_LARGE when it names a cap or the call was over the
+    documented one, else SPLIT (isolate the item it refuses).
+    """
+    status = response.status
+    text = _error_text(body)
+    lowered = (text or "").lower()
+    if status == 429 or (status != 200 and any(w in lowered for w in _THROTTLE_WORDS)):
+        return CallResult.whole(CallVerdict.THROTTLED, "429", text or "Too Many Requests",
+                                retry_after_seconds(response))
+    if status == 200:
+        return None
+    message = text or f"HTTP {status}"
+    if status == 401:
+        return CallResult.whole(CallVerdict.AUTH_EXPIRED, "401", message)
+    if status == 403:
+        return CallResult.whole(
+            CallVerdict.FATAL, "403",
+            f"not authorised ({message}): the API client's user must be allowed to manage enrollments",
+        )
+    if status == 404:
+        return CallResult.whole(CallVerdict.FATAL, "404", f"no such API ({message}): check the base URL")
+    if status in (400, 413, 422):
+        over_cap = len(subjects) > DOCUMENTED_MAX_USERS or any(w in lowered for w in _CAP_WORDS)
+        if status == 413 or over_cap:
+            return CallResult.whole(CallVerdict.TOO_LARGE, str(status), message)
+        return CallResult.whole(CallVerdict.SPLIT, str(status), message)
+    # 409 (another batch call was in flight), 5xx, and anything unexpected: send again
+    return CallResult.whole(CallVerdict.RETRY, str(status), message)
+
+
+def _as_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _pair(record: Any) -> tuple[str, int, int] | None:
+    """``(kind, target id, user id)`` of an answer's pair, or ``None`` if it is not one.
+
+    A pair names a course or a plan, not both: one that names both (a course reached
+    through a plan) is not a pair of any call we make.
+    """
+    if not isinstance(record, dict):
+        return None
+    user = _as_id(record.get("user_id"))
+    course, plan = record.get("course_id"), record.get("learningplan_id")
+    if user is None or (course is None) == (plan is None):
+        return None
+    kind, raw = (COURSE, course) if plan is None else (LEARNING_PLAN, plan)
+    target_id = _as_id(raw)
+    return None if target_id is None else (kind, target_id, user)
+
+
+def pair_error_result(message: str) -> ItemResult:
+    """One pair's error: "not enrolled" is the wanted state; "not found" and anything
+    else the vendor refused for that pair are permanent failures with its message."""
+    lowered = message.lower()
+    if "not enrolled" in lowered or "not subscribed" in lowered:
+        return ItemResult.final(Outcome.NOT_ENROLLED, "not_enrolled", message)
+    if "not found" in lowered or "does not exist" in lowered:
+        return ItemResult.final(Outcome.FAILED, "not_found", message)
+    if "try again" in lowered or "temporar" in lowered:
+        return ItemResult.retry("pair_error", message)
+    return ItemResult.final(Outcome.FAILED, "pair_error", message)
+
+
+def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+    """Every user sent ends with its own pair's outcome.
+
+    In ``data.unenrolled``: unenrolled (that wins if a pair is in both lists). In
+    ``data.errors``: by its message (:func:`pair_error_result`). In neither: unknown, so it
+    is sent again (a retry of an unenrolment that did happen answers "not enrolled").
+    Pairs of other targets (a plan's courses under cascade) are not ours and are ignored.
+    """
+    body = json_body(response)
+    if (whole := read_whole_call(subjects, response, body)) is not None:
+        return whole
+    data = body.get("data") if isinstance(body, dict) else None
+    done = data.get("unenrolled") if isinstance(data, dict) else None
+    errors = data.get("errors", []) if isinstance(data, dict) else None
+    if not isinstance(done, list) or not isinstance(errors, list):
+        return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
+    kind, target_id = target[0], int(target[1])
+    unenrolled: set[int] = set()
+    for record in done:
+        if (pair := _pair(record)) is not None and pair[:2] == (kind, target_id):
+            unenrolled.add(pair[2])
+    refused: dict[int, str] = {}
+    for record in errors:
+        if (pair := _pair(record)) is not None and pair[:2] == (kind, target_id):
+            message = record.get("message")
+            refused.setdefault(pair[2], str(message) if message else "refused without a message")
+    results = []
+    for subject in subjects:
+        user = int(subject)
+        if user in unenrolled:
+            results.append(ItemResult.final(Outcome.UNENROLLED, "unenrolled"))
+        elif user in refused:
+            results.append(pair_error_result(refused[user]))
+        else:
+            results.append(ItemResult.retry("missing", "the pair was missing from the answer"))
+    return CallResult.answered(results)
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+
+def operations(options: DoceboOptions, limits: DoceboLimits) -> dict[str, Operation]:
+    return {
+        UNENROLL: Operation(
+            UNENROLL, UNENROLL, Outcome.UNENROLLED, limits.max_users_per_call,
+            partial(build_unenroll, options), read_unenroll, partial(validate, options),
+            destructive_options=options.as_dict(),
+        ),
+    }
+
+
+def _secret(value: str | Secret) -> Secret:
+    return Secret(value) if isinstance(value, str) else value
+
+
+def token_fields(
+    client_id: str, client_secret: str | Secret, username: str | None, password: str | Secret | None,
+) -> Mapping[str, str | Secret]:
+    """The token request's form: the password grant if a user is given, else client credentials."""
+    fields: dict[str, str | Secret] = {"client_id": client_id, "client_secret": _secret(client_secret),
+                                       "scope": "api"}
+    if username is not None or password is not None:
+        if username is None or password is None:
+            raise ValueError("the password grant needs both username and password")
+        fields |= {"grant_type": "password", "username": username, "password": _secret(password)}
+    else:
+        fields["grant_type"] = "client_credentials"
+    return fields
+
+
+class Docebo:
+    """A configured Docebo client for bulk unenrolment.
+
+    Credentials: the OAuth2 client id and secret (client-credentials grant), plus a
+    username and password for the password grant; tokens come from ``POST /oauth2/token``
+    on the same host and are refreshed when a call answers 401. Or a bare
+    ``access_token`` (no refresh). Secrets are held as :class:`~unenroll.secrets.Secret`
+    and never printed.
+
+    The three destructive flags are job options, false unless set here.
+    """
+
+    vendor = "docebo"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        auth: Auth | None = None,
+        client_id: str | None = None,
+        client_secret: str | Secret | None = None,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        access_token: str | Secret | None = None,
+        reset_tracks: bool = False,
+        cascade_unenroll_from_courses_in_selected_learning_plan: bool = False,
+        delete_issued_certificates: bool = False,
+        limits: DoceboLimits | None = None,
+        time_scale: float = 1.0,
+        timeout: float = 120.0,
+    ) -> None:
+        self.limits = limits or DoceboLimits()
+        self.time_scale = time_scale
+        self.options = DoceboOptions(reset_tracks, cascade_unenroll_from_courses_in_selected_learning_plan,
+                                     delete_issued_certificates)
+        if transport is None:
+            if session is None:
+                raise ValueError("give an aiohttp session (or a transport)")
+            transport = AiohttpTransport(session, base_url, timeout=timeout)
+        self.transport = transport
+        if auth is None:
+            if client_id is not None and client_secret is not None:
+                # the token endpoint is on the API's own host
+                auth = OAuthTokenAuth(transport, TOKEN_PATH, token_fields(client_id, client_secret, username, password))
+            elif access_token is not None:
+                auth = StaticTokenAuth(access_token, "Bearer {token}")
+            else:
+                raise ValueError("give client_id and client_secret (and username/password), or an access_token")
+        self.auth = auth
+        self.operations = operations(self.options, self.limits)
+        self.endpoints = {UNENROLL: self.limits.endpoint(UNENROLL, time_scale)}
+
+    def __repr__(self) -> str:
+        return (f"Docebo(transport={self.transport!r}, options={self.options!r}, limits={self.limits!r}, "
+                f"time_scale={self.time_scale})")
