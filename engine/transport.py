@@ -76,6 +76,10 @@ class AiohttpTransport:
         timeout: float = 60.0,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        # aiohttp re-sends an idempotent request (DELETE, PUT, GET) once on its own when a
+        # kept-alive connection drops; that call would reach the vendor behind the limiter's back
+        if getattr(session, "_retry_connection", False):
+            session._retry_connection = False
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)

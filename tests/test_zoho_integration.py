@@ -100,6 +100,22 @@ async def test_with_10_percent_faults_every_item_still_ends_unenrolled(window_ki
     assert stats["endpoints"]["unenroll"]["lock_events"] == 0
 
 
+async def test_every_call_the_vendor_sees_went_through_the_limiter() -> None:
+    """aiohttp would re-send a DELETE on a dropped kept-alive connection by itself; the
+    transport turns that off so the mock counts exactly the calls the engine counted."""
+    state = ZohoMockState.generate(1, 1, 120)
+    (course, batch), learners = next(iter(state.batches.items()))
+    items = [Item("remove_learner", (course, batch), lid) for lid in learners.values()]
+    config = ZohoMockConfig(time_scale=TIME_SCALE, faults=Faults(drop=0.3), seed=4, threshold=1000)
+    async with zoho_rig(config, state, limits=ZohoLimits(margin=5.0, calls_per_window=1000)) as rig:
+        report = await run(rig.adapter, items, settings=SETTINGS)
+        stats = await rig.stats()
+    assert stats["faults"]["drop"] >= 10
+    assert report.counts.get("unenrolled", 0) + report.counts.get("not_enrolled", 0) == 120
+    assert stats["endpoints"]["remove_learner"]["lock_events"] == 0
+    assert stats["endpoints"]["remove_learner"]["calls"] == report.endpoints["remove_learner"].calls
+
+
 async def test_hung_requests_time_out_and_are_retried() -> None:
     state = ZohoMockState.generate(1, 2, 300)
     config = ZohoMockConfig(time_scale=TIME_SCALE, faults=Faults(hang=0.4, hang_seconds=2.0), seed=5)
