@@ -2,16 +2,19 @@
 
 When a vendor documents no rate limit but answers HTTP 429 (with or without
 ``Retry-After``) once we go too fast, a fixed limit is either too slow or a hammer.
-:class:`AdaptiveRateLimiter` spaces call starts ``1 / rate`` seconds apart and adjusts
-``rate`` by additive increase, multiplicative decrease (AIMD, as TCP does with its window):
+:class:`AdaptiveRateLimiter` spaces call starts ``1 / rate`` seconds apart (the
+call-spacing interval) and adjusts ``rate`` by additive increase, multiplicative decrease
+(AIMD, as TCP does with its window):
 
-- every call start that meets no throttle adds ``increase`` calls per second (up to
-  ``max_rate``): a long job creeps back up to the vendor's real rate;
+- every call start that meets no throttle adds a fixed step to the rate (up to
+  ``max_rate``): ``increase_share`` of the rate the last throttle happened at (of
+  ``start_rate`` before any), so a long job creeps back up to the vendor's real rate in
+  about ``(1 - decrease) / increase_share`` calls whatever that rate is;
 - a throttle (:meth:`~AdaptiveRateLimiter.pause`) multiplies the rate by ``decrease``
   (down to ``min_rate``) and holds every call until the vendor's pause has passed.
 
-So the rate saw-tooths just under the vendor's limit: between two throttles it climbs by
-``increase`` per call, and each throttle costs one pause.
+So the rate saw-tooths just under the vendor's limit, with one throttle (one pause) per
+tooth: about ``increase_share / (1 - decrease)`` of the calls, 4 % by default.
 
 Invariant (pinned by ``tests/test_adaptive_limiter.py`` on the pure :class:`AimdSchedule`):
 
@@ -23,7 +26,8 @@ Invariant (pinned by ``tests/test_adaptive_limiter.py`` on the pure :class:`Aimd
 4. after a throttle the rate is at most ``max(min_rate, decrease * r)``, ``r`` the rate
    before it, unless no call started since the previous decrease: answers to calls
    that were already in flight at one decrease do not decrease it again (one decrease
-   per round of calls), though their pauses are still honoured.
+   per round of calls), though their pauses are still honoured;
+5. between throttles the rate grows linearly: by the same step per call.
 """
 
 from __future__ import annotations
@@ -47,14 +51,15 @@ class AdaptiveRate:
     start_rate: float = 1.0
     max_rate: float = 5.0
     min_rate: float = 1.0 / 60.0
-    increase: float = 0.02  # calls per second added by each call that meets no throttle
+    # each call that meets no throttle adds this share of the rate of the last throttle
+    increase_share: float = 0.02
     decrease: float = 0.5  # the rate is multiplied by this on a throttle
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_rate <= self.start_rate <= self.max_rate:
             raise ValueError("need 0 < min_rate <= start_rate <= max_rate")
-        if self.increase < 0.0:
-            raise ValueError("increase must not be negative")
+        if not 0.0 <= self.increase_share <= 1.0:
+            raise ValueError("increase_share must be between 0 and 1")
         if not 0.0 < self.decrease < 1.0:
             raise ValueError("decrease must be between 0 and 1 (exclusive)")
 
@@ -67,7 +72,6 @@ class AdaptiveRate:
             start_rate=self.start_rate / time_scale,
             max_rate=self.max_rate / time_scale,
             min_rate=self.min_rate / time_scale,
-            increase=self.increase / time_scale,  # a rate too: calls per second
         )
 
     def limiter(self, clock: Callable[[], float] = anyio.current_time) -> AdaptiveRateLimiter:
@@ -88,11 +92,13 @@ class AimdSchedule:
         "rate",
         "settings",
         "starts_since_decrease",
+        "step",
     )
 
     def __init__(self, settings: AdaptiveRate) -> None:
         self.settings = settings
         self.rate = settings.start_rate
+        self.step = settings.increase_share * settings.start_rate  # calls per second, per call
         self.last_start = -math.inf
         self.paused_until = -math.inf
         self.starts_since_decrease = 0
@@ -114,12 +120,13 @@ class AimdSchedule:
         """A call starts at ``start``; until told otherwise it met no throttle."""
         self.last_start = start
         self.starts_since_decrease += 1
-        self.rate = min(self.settings.max_rate, self.rate + self.settings.increase)
+        self.rate = min(self.settings.max_rate, self.rate + self.step)
 
     def throttled(self, now: float, seconds: float) -> None:
         """The vendor throttled a call: no start for ``seconds`` from ``now``; slow down."""
         self.paused_until = max(self.paused_until, now + max(0.0, seconds))
         if self.starts_since_decrease > 0:
+            self.step = self.settings.increase_share * self.rate  # the climb back is scaled to this rate
             self.rate = max(self.settings.min_rate, self.rate * self.settings.decrease)
             self.starts_since_decrease = 0
             self.decreases += 1

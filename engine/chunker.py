@@ -72,10 +72,11 @@ class ChunkBuffer:
 
     # -- in ---------------------------------------------------------------------------
 
-    def put(self, op: Operation, work: Work, now: float) -> None:
-        """Add one item to its target's open chunk, closing that chunk first if full."""
+    def put(self, op: Operation, work: Work, now: float) -> bool:
+        """Add one item to its target's open chunk, closing that chunk first if full.
+        ``True`` if a chunk became ready."""
         self.count += 1
-        self._add_open(op, work, now)
+        return self._add_open(op, work, now)
 
     def put_later(self, op: Operation, work: Work, due: float) -> None:
         """Hold a retry until ``due``; it then joins its target's open chunk."""
@@ -88,22 +89,24 @@ class ChunkBuffer:
         nbytes = op.base_bytes(target) + sum(op.item_bytes(w.item.subject) for w in works)
         self._ready.appendleft(Chunk(op, target, works, nbytes, pinned=True, created_at=now))
 
-    def _add_open(self, op: Operation, work: Work, now: float) -> None:
+    def _add_open(self, op: Operation, work: Work, now: float) -> bool:
         target = work.item.target
         key = (op.name, target)
         chunk = self._open.get(key)
-        size = op.item_bytes(work.item.subject)
+        size = 0 if op.max_request_bytes is None else op.item_bytes(work.item.subject)
+        closed = False
         if chunk is not None and (
             len(chunk.works) >= min(self.cap_items, op.max_items)
             or (op.max_request_bytes is not None and chunk.nbytes + size > op.max_request_bytes)
         ):
             self._ready.append(self._open.pop(key))
-            chunk = None
+            chunk, closed = None, True
         if chunk is None:
             chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now)
             self._open[key] = chunk
         chunk.works.append(work)
         chunk.nbytes += size
+        return closed
 
     def release_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:

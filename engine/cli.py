@@ -24,7 +24,8 @@ def main() -> None:
               help="Multiply every window, lock and latency by this (0.01: a minute lasts 0.6 s).")
 @click.option("--fault-rate", default=0.05, show_default=True, help="Share of calls the mock answers with a fault.")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), help="Write every outcome here (.jsonl or .csv).")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every outcome here (.jsonl or .csv).")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines to stderr.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every chunk.")
 def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed: int,

@@ -103,7 +103,7 @@ class Ledger:
     def __init__(self, vendor: str, sinks: Iterable[OutcomeSink] = ()) -> None:
         self.report = Report(vendor)
         self._open: dict[int, Work] = {}
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[Outcome] = Counter()
         self._sinks = list(sinks)
         self._started = time.monotonic()
 
@@ -126,9 +126,7 @@ class Ledger:
     ) -> ItemOutcome:
         if self._open.pop(work.index, None) is None:
             raise AccountingError(f"item {work.index} ended twice or never opened")
-        self._counts[outcome.value] += 1
-        if work.failures:
-            self.report.retried_items += 1
+        self._counts[outcome] += 1
         result = ItemOutcome(work.index, work.item, outcome, code, message, work.sends)
         for sink in self._sinks:
             sink(result)
@@ -147,6 +145,6 @@ class Ledger:
     def close(self) -> Report:
         if self._open:
             raise AccountingError(f"{len(self._open)} items still open at the end of the job")
-        self.report.counts = {o.value: self._counts[o.value] for o in Outcome if self._counts[o.value]}
+        self.report.counts = {o.value: self._counts[o] for o in Outcome if self._counts[o]}
         self.report.elapsed = time.monotonic() - self._started
         return self.report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Outcome(enum.StrEnum):
@@ -43,8 +43,7 @@ class Outcome(enum.StrEnum):
 _DONE = frozenset({Outcome.UNENROLLED, Outcome.SHARED, Outcome.QUEUED})
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One unit of work: do ``operation`` to ``subject`` within ``target``.
 
     ``target`` is the tuple of ids the vendor groups a call by (Zoho: course and batch;
@@ -58,9 +57,12 @@ class Item:
     meta: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemOutcome:
-    """The final word on one input item. ``index`` is its 0-based position in the input."""
+    """The final word on one input item. ``index`` is its 0-based position in the input.
+
+    Treat it as a value. (Not ``frozen``: a frozen dataclass costs three times as much to
+    build, and a big job builds one per item.)"""
 
     index: int
     item: Item

@@ -168,38 +168,43 @@ class Job:
     # -- intake ---------------------------------------------------------------------------
 
     async def _intake(self) -> None:
-        seen: set[int] = set()
-        operations = self.adapter.operations
+        """Per item: open it in the ledger, validate, de-duplicate, route. The hot loop of
+        the engine, so per-target work is cached and the clock is read per batch."""
+        seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
+        targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
+        operations, endpoints, ledger = self.adapter.operations, self._endpoints, self._ledger
         high_water = self.settings.max_buffered_items
         index = 0
+        now = anyio.current_time()
         try:
             async for raw in _aiterate(self._items):
-                item = raw if isinstance(raw, Item) else _placeholder(raw)
-                work = Work(index, item)
+                work = Work(index, raw if isinstance(raw, Item) else _placeholder(raw))
                 index += 1
-                self._ledger.open(work)
+                ledger.open(work)
+                item = work.item
                 op = operations.get(item.operation)
-                problem = "not an Item" if item is not raw else _problem(item, op)
+                problem = _problem(raw, item, op, targets)
                 if problem is not None or op is None:
-                    await self._emit([self._ledger.end(work, Outcome.REJECTED, "invalid", problem)])
+                    await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
                     continue
                 key = hash((item.operation, item.target, item.subject))
                 if key in seen:
-                    await self._emit([self._ledger.end(work, Outcome.DUPLICATE, "duplicate",
-                                                       "the same item appeared earlier in the input")])
+                    await self._emit([ledger.end(work, Outcome.DUPLICATE, "duplicate",
+                                                 "the same item appeared earlier in the input")])
                     continue
                 seen.add(key)
-                ep = self._endpoints[op.endpoint]
-                while ep.buffer.count >= high_water:
-                    self._notify()
-                    await self._space.wait()
+                ep = endpoints[op.endpoint]
+                if ep.buffer.count >= high_water:
+                    while ep.buffer.count >= high_water:
+                        self._notify()
+                        await self._space.wait()
+                    now = anyio.current_time()
                 ep.open_items += 1
-                ready_before = ep.buffer.has_ready
-                ep.buffer.put(op, work, anyio.current_time())
-                if not ready_before and ep.buffer.has_ready:
+                if ep.buffer.put(op, work, now):
                     self._notify()
-                if index % 512 == 0:
+                if not index & 511:
                     await anyio.lowlevel.checkpoint()
+                    now = anyio.current_time()
         except Exception as exc:  # the caller's input failed: finish what was read, say why
             self._stop_reason = scrub(f"the input failed after {index} items: {type(exc).__name__}: {exc}")
             self._log.error("input.failed", after_items=index, error=self._stop_reason)
@@ -361,6 +366,8 @@ class Job:
         delay = policy.backoff(max(w.failures for w in works) + 1, self._rng)
         for w in works:
             w.failures += 1
+            if w.failures == 1:
+                self.report.retried_items += 1
             if code is not None or message is not None:
                 w.last_code, w.last_message = code, message
             assert w.first_sent_at is not None
@@ -382,16 +389,32 @@ def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], respo
     return result
 
 
-def _problem(item: Item, op: Operation | None) -> str | None:
+def _problem(
+    raw: object, item: Item, op: Operation | None, targets: dict[tuple[str, tuple[str, ...]], int | str]
+) -> str | None:
+    """Why ``item`` cannot be sent, or ``None``. ``targets`` caches, per operation and
+    target, the target's own problem or its request's base size."""
+    if item is not raw:
+        return "not an Item"
     if op is None:
         return f"unknown operation {item.operation!r}"
-    if not isinstance(item.subject, str) or not item.subject.strip():
+    subject, target = item.subject, item.target
+    if type(subject) is not str or not subject or subject.isspace():
         return "the id is empty"
-    if not isinstance(item.target, tuple) or not item.target or not all(isinstance(t, str) and t for t in item.target):
+    if type(target) is not tuple:
         return "the target is missing or not a tuple of ids"
+    base = targets.get((op.name, target))
+    if base is None:
+        if not target or not all(type(t) is str and t for t in target):
+            base = "the target is missing or not a tuple of ids"
+        else:
+            base = 0 if op.max_request_bytes is None else op.base_bytes(target)
+        targets[(op.name, target)] = base
+    if isinstance(base, str):
+        return base
     problem = op.validate(item)
     if problem is None and op.max_request_bytes is not None:
-        if op.base_bytes(item.target) + op.item_bytes(item.subject) > op.max_request_bytes:
+        if base + op.item_bytes(subject) > op.max_request_bytes:
             problem = "the id is too long to fit in one request"
     return problem
 
