@@ -44,6 +44,7 @@ class Report:
     retried_items: int = 0
     elapsed: float = 0.0
     stopped: str | None = None  # why the job ended early, if it did
+    replayed: int = 0  # items whose confirmed outcome came from an earlier run's journal
     options: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -70,6 +71,7 @@ class Report:
             "retried_items": self.retried_items,
             "elapsed_s": round(self.elapsed, 3),
             "stopped": self.stopped,
+            "replayed": self.replayed,
             "options": dict(self.options),
         }
 
@@ -78,6 +80,8 @@ class Report:
         lines = [f"unenroll report: {self.vendor}, {self.total} items, {self.elapsed:.2f}s"]
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}")
+        if self.replayed:
+            lines.append(f"  resumed: {self.replayed} items were confirmed by the earlier run and not sent again")
         for outcome in Outcome:
             if n := self.counts.get(outcome.value):
                 lines.append(f"  {outcome.value:<13} {n:>9}")

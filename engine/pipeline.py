@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .adapter import Adapter, EndpointSpec, Operation
 from .auth import AuthError
 from .chunker import Chunk, ChunkBuffer, Work
+from .journal import Journal
 from .ledger import EndpointStats, Ledger, OutcomeSink, Report
 from .limiter import CallLimiter
 from .logs import get_logger
@@ -82,12 +83,14 @@ class Job:
         sinks: Sequence[OutcomeSink] = (),
         outcomes: MemoryObjectSendStream[ItemOutcome] | None = None,
         limiters: dict[str, CallLimiter] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.adapter = adapter
         self.settings = settings or JobSettings()
         self.id = uuid.uuid4().hex[:12]
         self._items = items
-        self._ledger = Ledger(adapter.vendor, sinks)
+        self._journal = journal
+        self._ledger = Ledger(adapter.vendor, [journal, *sinks] if journal is not None else sinks)
         self._outcomes = outcomes
         self._rng = random.Random(self.settings.seed)
         self._log = get_logger(job=self.id, vendor=adapter.vendor)
@@ -135,6 +138,9 @@ class Job:
             for ep in self._endpoints.values():
                 ep.stats.cap_items = ep.buffer.cap_items
             report = self._ledger.close()
+            if self._journal is not None:
+                report.replayed = self._journal.recalled_confirmed
+                self._journal.flush()
             log = self._log.error if report.stopped else self._log.info
             log("job.finished", total=report.total, counts=report.counts, calls=report.calls,
                 elapsed=round(report.elapsed, 3), stopped=report.stopped)
@@ -172,7 +178,7 @@ class Job:
         the engine, so per-target work is cached and the clock is read per batch."""
         seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
         targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
-        operations, endpoints, ledger = self.adapter.operations, self._endpoints, self._ledger
+        operations, endpoints, ledger, journal = self.adapter.operations, self._endpoints, self._ledger, self._journal
         high_water = self.settings.max_buffered_items
         index = 0
         now = anyio.current_time()
@@ -182,6 +188,13 @@ class Job:
                 index += 1
                 ledger.open(work)
                 item = work.item
+                if journal is not None and (recalled := journal.recall(work.index)) is not None:
+                    work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
+                    if recalled.confirmed and recalled.outcome is not None:  # never sent again
+                        if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
+                            seen.add(hash((item.operation, item.target, item.subject)))
+                        await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
+                        continue
                 op = operations.get(item.operation)
                 problem = _problem(raw, item, op, targets)
                 if problem is not None or op is None:
@@ -268,6 +281,8 @@ class Job:
                 if w.first_sent_at is None:
                     w.first_sent_at = now
             ep.stats.calls += 1
+            if self._journal is not None:
+                self._journal.before_call(w.index for w in works)
             generation, headers = credentials
             answer_lost = False
             with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
@@ -442,9 +457,12 @@ async def run(
     settings: JobSettings | None = None,
     sinks: Sequence[OutcomeSink] = (),
     limiters: dict[str, CallLimiter] | None = None,
+    journal: Journal | None = None,
 ) -> Report:
-    """Run a job to the end and return its report. Outcomes go to ``sinks`` as they happen."""
-    return await Job(adapter, items, settings=settings, sinks=sinks, limiters=limiters).run()
+    """Run a job to the end and return its report. Outcomes go to ``sinks`` as they happen.
+
+    With a ``journal`` (see ``journal.py``) the job can be resumed after a crash."""
+    return await Job(adapter, items, settings=settings, sinks=sinks, limiters=limiters, journal=journal).run()
 
 
 class OutcomeStream:
