@@ -7,7 +7,7 @@ documented limits allow, with an exact account of every item.
 from .adapter import Adapter, EndpointSpec, Operation
 from .ledger import AccountingError, Report
 from .limiter import CallLimiter, RollingWindowLimiter
-from .model import Item, ItemOutcome, Outcome
+from .model import Item, ItemOutcome, Outcome, Unreadable
 from .pipeline import Job, JobSettings, OutcomeStream, run, stream
 from .retry import RetryPolicy
 from .secrets import Secret
@@ -30,6 +30,7 @@ __all__ = [
     "RetryPolicy",
     "RollingWindowLimiter",
     "Secret",
+    "Unreadable",
     "run",
     "stream",
 ]

@@ -57,6 +57,16 @@ class Item(NamedTuple):
     meta: Mapping[str, Any] | None = None
 
 
+class Unreadable(NamedTuple):
+    """An input record that could not be read as an item (a CSV row with a bad encoding,
+    a JSONL line that is not JSON). Put it in the input where the item would have been:
+    the engine ends it ``rejected`` with ``reason``, so the row is still accounted for."""
+
+    reason: str
+    text: str = ""  # what can be shown of the raw record
+    meta: Mapping[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class ItemOutcome:
     """The final word on one input item. ``index`` is its 0-based position in the input.

@@ -34,7 +34,7 @@ from .journal import Journal
 from .ledger import EndpointStats, Ledger, OutcomeSink, Report
 from .limiter import CallLimiter
 from .logs import get_logger
-from .model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome
+from .model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
 from .retry import RetryPolicy
 from .secrets import scrub
 from .transport import TransportError
@@ -410,7 +410,7 @@ def _problem(
     """Why ``item`` cannot be sent, or ``None``. ``targets`` caches, per operation and
     target, the target's own problem or its request's base size."""
     if item is not raw:
-        return "not an Item"
+        return raw.reason if isinstance(raw, Unreadable) else "not an Item"
     if op is None:
         return f"unknown operation {item.operation!r}"
     subject, target = item.subject, item.target
@@ -435,6 +435,8 @@ def _problem(
 
 
 def _placeholder(raw: object) -> Item:
+    if isinstance(raw, Unreadable):
+        return Item(operation="?", target=(), subject=scrub(raw.text)[:200], meta=raw.meta)
     return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])
 
 

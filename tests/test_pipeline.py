@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
-from unenroll import Item, ItemOutcome, JobSettings, Outcome, RetryPolicy, run, stream
+from unenroll import Item, ItemOutcome, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import TransportError
 
@@ -48,17 +48,19 @@ async def test_invalid_and_duplicate_items_are_never_sent(fake_vendor: Callable[
         Item("unenroll", (), "3"),  # no target
         {"not": "an item"},
         Item("unenroll", ("d",), "1"),  # same id, other target: not a duplicate
+        Unreadable("row 9: not UTF-8", "caf\\xe9", meta={"row": 9}),
     ]
     got: dict[int, ItemOutcome] = {}
     report = await run(vendor, items, settings=SETTINGS, sinks=[lambda o: got.__setitem__(o.index, o)])
-    assert [got[i].outcome for i in range(8)] == [
+    assert [got[i].outcome for i in range(9)] == [
         Outcome.UNENROLLED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.REJECTED,
-        Outcome.REJECTED, Outcome.REJECTED, Outcome.REJECTED, Outcome.UNENROLLED,
+        Outcome.REJECTED, Outcome.REJECTED, Outcome.REJECTED, Outcome.UNENROLLED, Outcome.REJECTED,
     ]
+    assert (got[8].message, got[8].item.meta) == ("row 9: not UTF-8", {"row": 9})
     assert "not digits" in (got[2].message or "")
     assert "unknown operation" in (got[4].message or "")
     assert sorted(s for _, subjects in vendor.calls for s in subjects) == ["1", "1"]
-    assert report.total == 8
+    assert report.total == 9
 
 
 async def test_only_failed_items_are_retried_never_the_ones_that_succeeded(
