@@ -15,6 +15,7 @@ for every item taken in.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
@@ -111,6 +112,7 @@ class Job:
         self._changed = anyio.Event()
         self._space = anyio.Event()
         self._task_group: TaskGroup | None = None
+        self._chunk_ids = itertools.count(1)
 
     @property
     def report(self) -> Report:
@@ -273,7 +275,8 @@ class Job:
         op, target, works = chunk.operation, chunk.target, chunk.works
         subjects = [w.item.subject for w in works]
         request = op.build_request(target, subjects)
-        log = self._log.bind(endpoint=ep.spec.name, target="/".join(target), items=len(works))
+        log = self._log.bind(endpoint=ep.spec.name, chunk=next(self._chunk_ids), target="/".join(target),
+                             items=len(works))
         while True:
             now = anyio.current_time()
             for w in works:
