@@ -5,6 +5,7 @@ documented limits allow, with an exact account of every item.
 """
 
 from .adapter import Adapter, EndpointSpec, Operation
+from .journal import Journal, JournalError, JournalLocked
 from .ledger import AccountingError, Report
 from .limiter import CallLimiter, RollingWindowLimiter
 from .model import Item, ItemOutcome, Outcome, Unreadable
@@ -21,6 +22,9 @@ __all__ = [
     "Item",
     "ItemOutcome",
     "Job",
+    "Journal",
+    "JournalError",
+    "JournalLocked",
     "JobSettings",
     "Operation",
     "Outcome",
