@@ -51,6 +51,7 @@ class Chunk:
     pinned: bool = False
     created_at: float = 0.0
     auth_refreshed: bool = field(default=False)
+    capacity: int = 0  # items it may take while open: the cap in force when it was opened
 
     def __len__(self) -> int:
         return len(self.works)
@@ -96,13 +97,14 @@ class ChunkBuffer:
         size = 0 if op.max_request_bytes is None else op.item_bytes(work.item.subject)
         closed = False
         if chunk is not None and (
-            len(chunk.works) >= min(self.cap_items, op.max_items)
+            len(chunk.works) >= chunk.capacity
             or (op.max_request_bytes is not None and chunk.nbytes + size > op.max_request_bytes)
         ):
             self._ready.append(self._open.pop(key))
             chunk, closed = None, True
         if chunk is None:
-            chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now)
+            chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now,
+                          capacity=min(self.cap_items, op.max_items))
             self._open[key] = chunk
         chunk.works.append(work)
         chunk.nbytes += size

@@ -182,42 +182,44 @@ class Job:
         targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
         operations, endpoints, ledger, journal = self.adapter.operations, self._endpoints, self._ledger, self._journal
         high_water = self.settings.max_buffered_items
-        index = 0
+        index = checkpointed = 0
         now = anyio.current_time()
         try:
-            async for raw in _aiterate(self._items):
-                work = Work(index, raw if isinstance(raw, Item) else _placeholder(raw))
-                index += 1
-                ledger.open(work)
-                item = work.item
-                if journal is not None and (recalled := journal.recall(work.index)) is not None:
-                    work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
-                    if recalled.confirmed and recalled.outcome is not None:  # never sent again
-                        if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
-                            seen.add(hash((item.operation, item.target, item.subject)))
-                        await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
+            async for batch in _batches(self._items):
+                for raw in batch:
+                    work = Work(index, raw if isinstance(raw, Item) else _placeholder(raw))
+                    index += 1
+                    ledger.open(work)
+                    item = work.item
+                    if journal is not None and (recalled := journal.recall(work.index)) is not None:
+                        work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
+                        if recalled.confirmed and recalled.outcome is not None:  # never sent again
+                            if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
+                                seen.add(hash((item.operation, item.target, item.subject)))
+                            await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
+                            continue
+                    op = operations.get(item.operation)
+                    problem = _problem(raw, item, op, targets)
+                    if problem is not None or op is None:
+                        await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
                         continue
-                op = operations.get(item.operation)
-                problem = _problem(raw, item, op, targets)
-                if problem is not None or op is None:
-                    await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
-                    continue
-                key = hash((item.operation, item.target, item.subject))
-                if key in seen:
-                    await self._emit([ledger.end(work, Outcome.DUPLICATE, "duplicate",
-                                                 "the same item appeared earlier in the input")])
-                    continue
-                seen.add(key)
-                ep = endpoints[op.endpoint]
-                if ep.buffer.count >= high_water:
-                    while ep.buffer.count >= high_water:
+                    key = hash((item.operation, item.target, item.subject))
+                    if key in seen:
+                        await self._emit([ledger.end(work, Outcome.DUPLICATE, "duplicate",
+                                                     "the same item appeared earlier in the input")])
+                        continue
+                    seen.add(key)
+                    ep = endpoints[op.endpoint]
+                    if ep.buffer.count >= high_water:
+                        while ep.buffer.count >= high_water:
+                            self._notify()
+                            await self._space.wait()
+                        now = anyio.current_time()
+                    ep.open_items += 1
+                    if ep.buffer.put(op, work, now):
                         self._notify()
-                        await self._space.wait()
-                    now = anyio.current_time()
-                ep.open_items += 1
-                if ep.buffer.put(op, work, now):
-                    self._notify()
-                if not index & 511:
+                if index - checkpointed >= 256:  # let the workers run
+                    checkpointed = index
                     await anyio.lowlevel.checkpoint()
                     now = anyio.current_time()
         except Exception as exc:  # the caller's input failed: finish what was read, say why
@@ -443,13 +445,25 @@ def _placeholder(raw: object) -> Item:
     return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])
 
 
-async def _aiterate(items: Items) -> AsyncIterator[Any]:
+async def _batches(items: Items, size: int = 256) -> AsyncIterator[list[Any]]:
+    """A sync input in lists of ``size`` (one async step per list, not per item); an async
+    input item by item, so a slow stream's items are not held back waiting for a batch."""
     if isinstance(items, AsyncIterable):
         async for item in items:
-            yield item
+            yield [item]
     else:
-        for item in items:
-            yield item
+        iterator = iter(items)
+        while True:
+            batch: list[Any] = []
+            try:
+                batch.extend(itertools.islice(iterator, size))
+            except Exception:
+                if batch:  # never drop what was read before the input failed
+                    yield batch
+                raise
+            if not batch:
+                return
+            yield batch
 
 
 # -- public entry points ------------------------------------------------------------------
