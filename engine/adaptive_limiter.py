@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 
 import anyio
 
+from .limiter import start_when_allowed
+
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveRate:
@@ -162,13 +164,7 @@ class AdaptiveRateLimiter:
         return self._schedule.decreases
 
     async def acquire(self) -> None:
-        while True:
-            now = self._clock()
-            at = self._schedule.earliest_start(now)
-            if at <= now:
-                self._schedule.record(now)  # no await between the check and the record
-                return
-            await anyio.sleep(at - now)
+        await start_when_allowed(self._schedule, self._clock)
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1

@@ -40,6 +40,26 @@ class CallLimiter(Protocol):
         ...
 
 
+class Schedule(Protocol):
+    """When the next call may start, given the starts recorded so far."""
+
+    def earliest_start(self, now: float) -> float: ...
+
+    def record(self, start: float) -> None: ...
+
+
+async def start_when_allowed(schedule: Schedule, clock: Callable[[], float]) -> None:
+    """Wait until ``schedule`` allows a start, then record it. There is no await between
+    the last check and the record, so concurrent callers never share one slot."""
+    while True:
+        now = clock()
+        at = schedule.earliest_start(now)
+        if at <= now:
+            schedule.record(now)
+            return
+        await anyio.sleep(at - now)  # then check again: a pause may have come meanwhile
+
+
 class WindowSchedule:
     """Start times of the last ``max_calls`` calls, and the earliest next start they allow.
 
@@ -104,13 +124,7 @@ class RollingWindowLimiter:
         return f"RollingWindowLimiter({s.max_calls}, {s.window}, min_interval={s.min_interval}, margin={s.margin})"
 
     async def acquire(self) -> None:
-        while True:
-            now = self._clock()
-            at = self._schedule.earliest_start(now)
-            if at <= now:
-                self._schedule.record(now)  # no await between the check and the record
-                return
-            await anyio.sleep(at - now)  # then check again: a pause may have come meanwhile
+        await start_when_allowed(self._schedule, self._clock)
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1
