@@ -129,6 +129,11 @@ class Job:
                 for ep in self._endpoints.values():
                     for _ in range(max(1, ep.spec.max_in_flight)):
                         tg.start_soon(self._worker, ep)
+        except BaseException as exc:
+            if self._stop_reason is None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                cause = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) and exc.exceptions else exc
+                self._stop_reason = scrub(f"internal error: {type(cause).__name__}: {cause}")
+            raise
         finally:
             if self._ledger.open_count:
                 reason = self._stop_reason or "the job was cancelled"

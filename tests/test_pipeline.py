@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
-from unenroll import Item, ItemOutcome, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
+from unenroll import Item, ItemOutcome, Job, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import TransportError
 
@@ -262,3 +262,18 @@ async def test_random_faults_never_lose_or_double_count_an_item(
     for o in got:
         if o.outcome is Outcome.GAVE_UP:
             assert o.attempts >= 4  # throttled sends come on top of the 4 failed ones
+
+
+async def test_an_internal_error_still_accounts_for_every_item_and_names_the_cause(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    def explode(outcome: ItemOutcome) -> None:
+        if outcome.index == 30:
+            raise RuntimeError("sink is full")
+
+    vendor = fake_vendor()
+    job = Job(vendor, items_for(100), settings=SETTINGS, sinks=[explode])
+    with pytest.raises(BaseExceptionGroup):
+        await job.run()
+    assert job.report.stopped == "internal error: RuntimeError: sink is full"
+    assert sum(job.report.counts.values()) == job.report.total == 100
