@@ -22,6 +22,11 @@ Limits: one call in flight (``max_in_flight=1``: the engine keeps filling the ne
 while the current call is out), calls evenly spaced at the bucket's leak rate
 (``min_interval = window / calls``, 3.6 s) so the vendor's bucket never fills, and never
 more than 1,000 starts in any hour.
+
+Backups (``readers``): ``GET /learn/v1/enrollments`` filtered by up to 100 users and the
+one course or plan of a target, 200 a page, on ``read_enrollments``: the same documented
+limits and spacing (the hourly limit is per IP, so reads draw on the same budget; spaced
+at the leak rate, they leave the vendor's bucket empty for the job that follows).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ import aiohttp
 
 from unenroll.adapter import EndpointSpec, Operation
 from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
 from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
 
 UNENROLL = "unenroll"
+READ_ENROLLMENTS = "read_enrollments"
 ENROLLMENTS_PATH = "/learn/v1/enrollments"
 TOKEN_PATH = "/oauth2/token"
 
@@ -290,6 +297,54 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
     return CallResult.answered(results)
 
 
+# -- reading enrolments (backups) --------------------------------------------------------
+
+READ_MAX_USERS = 100  # users filtered in one read: keeps the URL near 2 KB
+READ_PAGE_SIZE = 200  # [doc] page_size at most 200
+_TARGET_KEY = {COURSE: "course_id", LEARNING_PLAN: "learningplan_id"}
+
+
+def build_read_page(target: tuple[str, ...], subjects: Sequence[str], page: int) -> HttpRequest:
+    """Page ``page`` (from 0; Docebo counts from 1) of the target's enrolments of ``subjects``."""
+    kind, target_id = target
+    params = [("user_id[]", s) for s in subjects]
+    params += [(f"{_TARGET_KEY[kind]}[]", target_id), ("page", str(page + 1)), ("page_size", str(READ_PAGE_SIZE))]
+    return HttpRequest("GET", ENROLLMENTS_PATH, params=params)
+
+
+def read_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> ReadPage | CallResult:
+    """The target's enrolments of the users asked for, keyed by user id; records of other
+    targets or users are not ours and are left out. ``has_more_data`` says if a page follows."""
+    body = json_body(response)
+    if (whole := read_whole_call(subjects, response, body)) is not None:
+        return whole
+    data = body.get("data") if isinstance(body, dict) else None
+    rows = data.get("items") if isinstance(data, dict) else None
+    more = data.get("has_more_data", False) if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not isinstance(more, bool):
+        return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
+    kind, target_id = target[0], int(target[1])
+    wanted = {int(s): s for s in subjects}
+    records: dict[str, Any] = {}
+    for row in rows:
+        if not isinstance(row, dict) or _as_id(row.get(_TARGET_KEY[kind])) != target_id:
+            continue
+        user = _as_id(row.get("user_id"))
+        if user is not None and user in wanted:
+            records[wanted[user]] = row
+    return ReadPage(records, more=more)
+
+
+def plan_read(target: tuple[str, ...], n_items: int) -> int:
+    """One call per 100 users: at most 100 rows match, so one page of 200 holds them."""
+    return -(-n_items // READ_MAX_USERS)
+
+
+def readers() -> dict[str, EnrolmentReader]:
+    return {UNENROLL: EnrolmentReader(READ_ENROLLMENTS, build_read_page, read_page, plan_read,
+                                      max_subjects=READ_MAX_USERS)}
+
+
 # -- the adapter -------------------------------------------------------------------------
 
 
@@ -374,7 +429,8 @@ class Docebo:
                 raise ValueError("give client_id and client_secret (and username/password), or an access_token")
         self.auth = auth
         self.operations = operations(self.options, self.limits)
-        self.endpoints = {UNENROLL: self.limits.endpoint(UNENROLL, time_scale)}
+        self.endpoints = {name: self.limits.endpoint(name, time_scale) for name in (UNENROLL, READ_ENROLLMENTS)}
+        self.readers = readers()  # backups
 
     def __repr__(self) -> str:
         return (f"Docebo(transport={self.transport!r}, options={self.options!r}, limits={self.limits!r}, "

@@ -21,6 +21,9 @@ Answers are untrusted XML: parsed by :mod:`defusedxml` with DTDs forbidden (so n
 expansion, no external entities); a malformed or hostile answer is a retryable failure
 of that call. Ids and keys are escaped on the way out.
 
+Backups (``readers``): ``getLearnerReport`` filtered to up to 100 enrolment ids a call, on
+the same endpoint (every method is a POST to one URL, so they share one rate).
+
 Rate: none is documented. Unless ``SmarterULimits.calls_per_window`` is given (then a
 rolling-window limiter keeps to it), the endpoint learns the rate from 429s with an
 :class:`~unenroll.adaptive_limiter.AdaptiveRateLimiter`.
@@ -45,6 +48,7 @@ from defusedxml import DefusedXmlException
 from unenroll.adapter import EndpointSpec, Operation
 from unenroll.adaptive_limiter import AdaptiveRate
 from unenroll.auth import NoAuth
+from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.limiter import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
@@ -65,6 +69,7 @@ ALREADY_QUEUED = "ULM:03"
 DUPLICATE_BLOCK = "ULM:04"
 NO_POST_DATA = "SU:01"
 BAD_API_KEYS = "SU:02"
+REPORT_NO_PERMISSION = "GLR:01"
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _OTHER_BLOCK = re.compile(r"from Unenrollment\s+(\d+)", re.IGNORECASE)
@@ -433,6 +438,58 @@ def read_learner_report(response: HttpResponse) -> list[EnrollmentRecord]:
     ]
 
 
+REPORT_MAX_IDS = 100  # ids in one report's Filters: the unenrolment cap, so a backup costs what the job does
+
+
+def _record(enrollment: ET.Element) -> dict[str, str]:
+    """An ``Enrollment`` element as the vendor's fields (``ID``, ``Status``, ``CompletedDate``...)."""
+    return {child.tag: _text(child) for child in enrollment}
+
+
+def build_report_page(keys: ApiKeys, target: tuple[str, ...], subjects: Sequence[str], page: int) -> HttpRequest:
+    """The whole read of up to :data:`REPORT_MAX_IDS` enrolments is one ``getLearnerReport``."""
+    return build_learner_report(keys, subjects)
+
+
+def read_report_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> ReadPage | CallResult:
+    """The targeted enrolments the report lists (an id it leaves out does not exist).
+
+    Refused keys, plain HTTP and a user without permission stop the backup; any other
+    failure, and an unreadable or hostile answer, is retried (bounded).
+    """
+    if (by_status := read_status(response)) is not None:
+        return by_status
+    try:
+        root = parse_answer(response.body)
+        result = _text(root.find("Result"))
+        errors = read_errors(root)
+        enrollments = root.findall("./Info/LearnerReport/Enrollment")
+    except UnreadableAnswer as exc:
+        return _unreadable(str(exc))
+    if result != "Success":
+        first = errors[0] if errors else VendorError("Failed", "no reason given", None)
+        if first.code in (NO_POST_DATA, BAD_API_KEYS, REPORT_NO_PERMISSION):
+            return CallResult.whole(CallVerdict.FATAL, first.code, f"getLearnerReport was refused: {first.message}")
+        return CallResult.whole(CallVerdict.RETRY, first.code or "Failed", first.message)
+    wanted = set(subjects)
+    records = {}
+    for enrollment in enrollments:
+        record = _record(enrollment)
+        if record.get("ID") in wanted:
+            records[record["ID"]] = record
+    return ReadPage(records, more=False)
+
+
+def plan_report(target: tuple[str, ...], n_items: int) -> int:
+    return -(-n_items // REPORT_MAX_IDS)
+
+
+def readers(keys: ApiKeys) -> dict[str, EnrolmentReader]:
+    """Every method shares the one URL, so the report is read on the same endpoint (and rate)."""
+    return {UNENROLL: EnrolmentReader(ENDPOINT, partial(build_report_page, keys), read_report_page, plan_report,
+                                      max_subjects=REPORT_MAX_IDS)}
+
+
 # -- the adapter -------------------------------------------------------------------------
 
 
@@ -500,6 +557,7 @@ class SmarterU:
         self._keys = ApiKeys.of(account_api_key, user_api_key)
         self.operations = operations(self._keys, self.limits)
         self.endpoints = {ENDPOINT: self.limits.endpoint(ENDPOINT, time_scale)}
+        self.readers = readers(self._keys)  # backups
 
     def __repr__(self) -> str:
         return f"SmarterU(transport={self.transport!r}, limits={self.limits!r}, time_scale={self.time_scale})"

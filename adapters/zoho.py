@@ -10,6 +10,10 @@ Items:
 - ``unenroll``: target ``(course_id, batch_id)``, subject an erecno;
 - ``remove_learner``: target ``(course_id, batch_id)``, subject a learnerId;
 - ``share_course``: target ``(course_id,)``, subject an erecno.
+
+Backups (``readers``): ``unenroll`` and ``remove_learner`` items are read by paging the
+batch's learners (``read_learners``, 25 a call, its own 30-a-minute threshold);
+``share_course`` has no read.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import aiohttp
 
 from unenroll.adapter import EndpointSpec, Operation
 from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
 from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
@@ -216,6 +221,53 @@ def read_share_course(target: tuple[str, ...], subjects: Sequence[str], response
     ])
 
 
+# -- reading a batch's learners (backups) -------------------------------------------------
+
+READ_PAGE_SIZE = 25  # [doc] the LMS list APIs page by startIndex, 25 a call
+
+
+def build_read_learners(target: tuple[str, ...], subjects: Sequence[str], page: int) -> HttpRequest:
+    """Page ``page`` (from 0) of the batch's learners; the read lists the whole batch."""
+    course, batch = target
+    return HttpRequest("GET", f"/api/v1/courses/{quote(course)}/batches/{quote(batch)}/learners",
+                       params=[("startIndex", str(page * READ_PAGE_SIZE))])
+
+
+def read_learners_page(
+    key: str, target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse
+) -> ReadPage | CallResult:
+    """The records of the targeted learners on this page, matched on ``key`` (``erecno``
+    or ``learnerId``); a full page means another may follow. An unknown course or batch
+    (404) enrols nobody: an empty last page."""
+    body = json_body(response)
+    if response.status == 404 and _code_and_message(body)[0] != LOCK_CODE:
+        return ReadPage({}, more=False)
+    if (common := read_common(response, body)) is not None:
+        return common
+    learners = body.get("learners") if isinstance(body, dict) else None
+    if not isinstance(learners, list) or str(body.get("code")) != "200":
+        return _unreadable(body)
+    wanted = set(subjects)
+    records = {str(r[key]): r for r in learners if isinstance(r, dict) and str(r.get(key)) in wanted}
+    return ReadPage(records, more=len(learners) >= READ_PAGE_SIZE)
+
+
+def plan_read_learners(target: tuple[str, ...], n_items: int) -> int:
+    """At least one page per 25 targeted learners (and one per batch): the batch's size,
+    which sets the real cost, is only known by reading it."""
+    return max(1, -(-n_items // READ_PAGE_SIZE))
+
+
+def readers() -> dict[str, EnrolmentReader]:
+    note = ("zoho reads whole batches, 25 learners a call: batches holding learners you did not target "
+            "cost more, and their sizes are only known by reading them")
+    return {
+        op: EnrolmentReader(READ_LEARNERS, build_read_learners, partial(read_learners_page, key),
+                            plan_read_learners, max_subjects=None, plan_is_exact=False, plan_note=note)
+        for op, key in ((UNENROLL, "erecno"), (REMOVE_LEARNER, "learnerId"))
+    }
+
+
 # -- the adapter -------------------------------------------------------------------------
 
 
@@ -292,8 +344,10 @@ class ZohoPeople:
         self.auth = auth
         self.operations = operations(base_url, self.limits)
         self.endpoints = {
-            name: self.limits.endpoint(name, time_scale) for name in (UNENROLL, REMOVE_LEARNER, SHARE_COURSE)
+            name: self.limits.endpoint(name, time_scale)
+            for name in (UNENROLL, REMOVE_LEARNER, SHARE_COURSE, READ_LEARNERS)
         }
+        self.readers = readers()  # backups: share_course has no read
 
     def __repr__(self) -> str:
         return f"ZohoPeople(transport={self.transport!r}, limits={self.limits!r}, time_scale={self.time_scale})"

@@ -409,7 +409,8 @@ class DoceboMock:
         return done, errors
 
     async def read_enrollments(self, request: web.Request) -> web.StreamResponse:
-        """Course enrolments, filtered by ``user_id[]`` and ``course_id[]``, 1-based pages."""
+        """Course enrolments, filtered by ``user_id[]`` and ``course_id[]``, 1-based pages; with
+        ``learningplan_id[]``, the enrolments in those learning plans instead."""
         endpoint = "read_enrollments"
         if (throttled := self._throttle(endpoint)) is not None:
             return throttled
@@ -421,6 +422,7 @@ class DoceboMock:
             page_size = int(query.get("page_size", "10"))
             users = {int(v) for v in query.getall("user_id[]", [])}
             courses = {int(v) for v in query.getall("course_id[]", [])}
+            plans = {int(v) for v in query.getall("learningplan_id[]", [])}
         except ValueError:
             return self._answer(endpoint, _error(400, "Bad Request", "Invalid parameter value"))
         if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -428,16 +430,18 @@ class DoceboMock:
         sample = {"data": {"items": [], "has_more_data": False, "current_page": page}}
         if (fault := await self._delay_and_fault(request, page_size, sample)) is not None:
             return self._answer(endpoint, fault)
+        kind, key, wanted = (LEARNING_PLAN, "learningplan_id", plans) if plans else (COURSE, "course_id", courses)
         rows = sorted(
-            (course, user) for course, enrolled in self.state.courses.items() if not courses or course in courses
+            (target, user) for target, enrolled in self.state.targets(kind).items() if not wanted or target in wanted
             for user in enrolled if not users or user in users
         )
         start = (page - 1) * page_size
+        completed = self.state.completed if kind == COURSE else set()
         items = [
-            {"user_id": user, "course_id": course,
-             "status": "completed" if (course, user) in self.state.completed else "enrolled",
-             "completion_date": "2024-01-01 00:00:00" if (course, user) in self.state.completed else None}
-            for course, user in rows[start : start + page_size]
+            {"user_id": user, key: target,
+             "status": "completed" if (target, user) in completed else "enrolled",
+             "completion_date": "2024-01-01 00:00:00" if (target, user) in completed else None}
+            for target, user in rows[start : start + page_size]
         ]
         return self._answer(endpoint, web.json_response(
             {"data": {"items": items, "has_more_data": start + page_size < len(rows), "current_page": page},
