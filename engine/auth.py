@@ -8,7 +8,7 @@ calls that saw the same expired token cause one refresh, not one each.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import anyio
@@ -30,6 +30,22 @@ class Auth(Protocol):
         """Get new credentials unless a refresh already happened after ``generation``;
         ``True`` if this call fetched them."""
         ...
+
+
+async def headers_with_retry(
+    auth: Auth, attempts: int, backoff: Callable[[int], float]
+) -> tuple[int, Mapping[str, str]]:
+    """``auth.headers()``, waiting ``backoff(n)`` after the n-th unreachable token endpoint;
+    :class:`AuthError` when the credentials are refused or it failed ``attempts`` times."""
+    failures = 0
+    while True:
+        try:
+            return await auth.headers()
+        except TransportError as exc:
+            failures += 1
+            if failures >= attempts:
+                raise AuthError(f"the token endpoint kept failing: {exc}") from None
+            await anyio.sleep(backoff(failures))
 
 
 class NoAuth:

@@ -37,7 +37,7 @@ from typing import IO, Any
 import anyio
 
 from .adapter import Adapter, EndpointSpec
-from .auth import AuthError
+from .auth import AuthError, headers_with_retry
 from .limiter import CallLimiter
 from .logs import get_logger
 from .model import CallResult, CallVerdict, Item
@@ -290,17 +290,11 @@ class _Reading:
         raise BackupError(f"{spec.name}: target {'/'.join(read.target)} still had more after {self.max_pages} pages")
 
     async def _credentials(self) -> tuple[int, Mapping[str, str]]:
-        failures = 0
-        while True:
-            try:
-                return await self.adapter.auth.headers()
-            except AuthError as exc:
-                raise BackupError(scrub(f"auth: {exc}")) from None
-            except TransportError as exc:
-                failures += 1
-                if failures >= self.retry.max_attempts:
-                    raise BackupError(scrub(f"auth: the token endpoint kept failing: {exc}")) from None
-                await anyio.sleep(self.retry.backoff(failures, self.rng))
+        try:
+            return await headers_with_retry(self.adapter.auth, self.retry.max_attempts,
+                                            lambda n: self.retry.backoff(n, self.rng))
+        except AuthError as exc:
+            raise BackupError(scrub(f"auth: {exc}")) from None
 
     async def _call(self, spec: EndpointSpec, limiter: CallLimiter, read: _Read, page: int) -> ReadPage:
         """One page, re-sent on throttles, transient failures and one token refresh."""

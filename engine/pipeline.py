@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .adapter import Adapter, EndpointSpec, Operation
-from .auth import AuthError
+from .auth import AuthError, headers_with_retry
 from .chunker import Chunk, ChunkBuffer, Work
 from .journal import Journal
 from .ledger import EndpointStats, Ledger, OutcomeSink, Report
@@ -264,19 +264,14 @@ class Job:
     async def _credentials(self) -> tuple[int, Mapping[str, str]]:
         """Auth headers, fetching a token if needed. An unreachable token endpoint is
         retried with the job's backoff; refused credentials stop the job."""
-        failures = 0
+        retry = self.settings.retry
         while True:
             try:
-                with anyio.CancelScope(shield=True):
-                    return await self.adapter.auth.headers()
+                return await headers_with_retry(self.adapter.auth, retry.max_attempts,
+                                                lambda n: retry.backoff(n, self._rng))
             except AuthError as exc:
                 self._stop(scrub(f"auth: {exc}"))
                 await anyio.lowlevel.checkpoint()  # delivers the cancellation
-            except TransportError as exc:
-                failures += 1
-                if failures >= self.settings.retry.max_attempts:
-                    self._stop(scrub(f"auth: the token endpoint kept failing: {exc}"))
-                await anyio.sleep(self.settings.retry.backoff(failures, self._rng))
 
     async def _send(self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]]) -> None:
         op, target, works = chunk.operation, chunk.target, chunk.works
