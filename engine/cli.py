@@ -1,20 +1,64 @@
-"""The ``unenroll`` command line."""
+"""The ``unenroll`` command line: ``run`` a job from a file, ``mock serve`` a sandbox, ``demo``.
+
+Only this module knows the vendor registry (``unenroll.adapters.registry``); the rest
+of the engine stays vendor-neutral.
+
+Exit codes of ``run``: 0 every item reached the wanted state (or was refused before
+sending: see the results), 1 some items failed, gave up or were not sent, 2 bad usage,
+a bad input or settings file, a journal in use or not confirmed (nothing was sent),
+3 a fatal vendor error stopped the job (or the backup failed), 130/143 stopped by
+SIGINT/SIGTERM (resume with ``--resume``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 import anyio
 import click
 
-from .logs import configure_logging
+from .adapter import Adapter
+from .logs import configure_logging, get_logger
+from .secrets import Secret, scrub
+
+if TYPE_CHECKING:  # imported where used, so `unenroll --help` stays quick
+    from .adapters.registry import VendorEntry
+    from .config import Credentials, RunSettings
+    from .inputs import InputFile
+    from .journal import Journal
+    from .ledger import Report
+    from .model import Item
+    from .pipeline import Job
+    from .plan import Plan
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="unenroll")
 def main() -> None:
-    """Unenroll learners in bulk, within each vendor's documented limits."""
+    """Unenroll learners in bulk, within each vendor's documented limits.
+
+    \b
+    unenroll run VENDOR FILE --dry-run   check a file and see the plan; sends nothing
+    unenroll mock serve VENDOR           a local sandbox to rehearse against
+    unenroll run VENDOR FILE             the real thing (see `unenroll run --help`)
+    unenroll demo                        a self-contained demo against a Zoho mock
+    """
+
+
+# -- demo ----------------------------------------------------------------------------------
 
 
 @main.command()
@@ -48,3 +92,559 @@ def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed
     if results is not None:
         click.echo(f"every outcome written to {results}")
     raise SystemExit(0 if report.stopped is None else 3)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def _run_help() -> str:
+    from .adapters.registry import VENDORS, describe_columns
+
+    columns = "\n".join(f"    {name:<32}{cols}" for name, cols in describe_columns())
+    credentials = "\n".join(f"    {v.name:<10}{line}" if i == 0 else f"    {'':<10}{line}"
+                            for v in VENDORS.values() for i, line in enumerate(_wrap(v.credential_help, 66)))
+    destructive = "\n".join(f"    {v.name:<10}{flag}\n    {'':<12}{what}" for v in VENDORS.values()
+                            for flag, what in v.destructive_flags.items())
+    return f"""Unenroll every row of FILE on VENDOR ({', '.join(VENDORS)}), as fast as the vendor's
+documented limits allow, with one outcome per row in a results file.
+
+FILE is CSV with a header row (UTF-8, with or without a BOM) or JSONL (one JSON object a
+line; by the suffix .jsonl, or --format). Start with a dry run, which checks every row
+and prints the plan (calls, the least time the limits allow, a sample request) and sends
+nothing:
+
+\b
+    unenroll run zoho learners.csv --dry-run
+
+Rehearse against a sandbox (`unenroll mock serve zoho` starts one), then run it for real,
+backing up the current enrolments first:
+
+\b
+    unenroll run zoho learners.csv --backup before.jsonl
+
+\b
+Columns each row needs (--operation picks the operation; the first is the default):
+{columns}
+Name other headers with --column, e.g. --column erecno="Employee ID".
+
+\b
+Credentials come from the environment or --credentials-file (TOML, the same names),
+never from a flag:
+{credentials}
+
+\b
+Destructive options are off unless turned on with --destructive (repeatable);
+they are shown in the plan and recorded in the report:
+{destructive}
+
+Settings (base_url, accounts_url, time_scale, allow_insecure_http, timeout, confirm_above,
+[job] retries, [<vendor>.limits]) come from --settings (TOML) and UNENROLL_<KEY>
+environment variables, which win (UNENROLL_BASE_URL, UNENROLL_ZOHO_BASE_URL, ...).
+
+Every row gets one line in the results file (default: next to FILE): its outcome, the
+vendor's code and message, the attempts, and its row number. A journal next to the
+results file records progress as it happens: if the run is stopped (Ctrl-C) or killed,
+run the same command with --resume; items already confirmed are never sent again.
+Above confirm_above items (1,000) the run asks before it starts; scripts pass --yes.
+
+\b
+Exit codes:
+    0  every item reached the wanted state (rows refused before sending are in the results)
+    1  some items failed, gave up or were not sent
+    2  bad usage, input, settings or credentials, journal in use, or not confirmed: nothing sent
+    3  a fatal vendor error stopped the job (or the backup failed)
+    130/143  stopped by Ctrl-C / SIGTERM: resume with --resume
+"""
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+class _RunCommand(click.Command):
+    """``run``'s help names the vendors' columns and credentials, read from the registry
+    only when help is asked for."""
+
+    def get_help(self, ctx: click.Context) -> str:
+        self.help = _run_help()
+        return super().get_help(ctx)
+
+
+def _destructive_choices() -> list[str]:
+    from .adapters.registry import DOCEBO_FLAGS
+
+    return list(DOCEBO_FLAGS)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    vendor: str
+    input_path: Path
+    operation: str | None
+    columns: tuple[str, ...]
+    input_format: str | None
+    results: Path | None
+    journal: Path | None
+    resume: bool
+    dry_run: bool
+    backup: Path | None
+    yes: bool
+    settings: Path | None
+    credentials_file: Path | None
+    destructive: tuple[str, ...]
+    json_logs: bool
+    verbose: bool
+
+
+@main.command("run", cls=_RunCommand, short_help="Unenroll every row of a CSV or JSONL file.")
+@click.argument("vendor", metavar="VENDOR", type=click.Choice(["zoho", "smarteru", "docebo"]))
+@click.argument("input_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--operation", "-o", metavar="NAME",
+              help="What to do with each row (default: unenroll); see \"Columns each row needs\" above.")
+@click.option("--column", "columns", multiple=True, metavar="NAME=HEADER",
+              help="Read column NAME from the header HEADER (repeatable).")
+@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl"]),
+              help="The input's format, if its suffix does not say (.csv, .jsonl).")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+              help="The results file, .csv or .jsonl [default: FILE's name + .results + FILE's suffix].")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path),
+              help="The journal that makes the run resumable [default: the results file + .journal].")
+@click.option("--resume", is_flag=True, help="Finish the job recorded in the journal (after a stop or a crash).")
+@click.option("--dry-run", is_flag=True, help="Check every row and print the plan; send nothing, write nothing.")
+@click.option("--backup", type=click.Path(dir_okay=False, path_type=Path),
+              help="Before changing anything, read the targeted enrolments and write them here (JSONL).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation above confirm_above items.")
+@click.option("--settings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Settings file (TOML).")
+@click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Credentials file (TOML, the environment variables' names); the environment wins.")
+@click.option("--destructive", multiple=True, metavar="OPTION", type=click.Choice(_destructive_choices()),
+              help="Turn on a destructive vendor option (repeatable); see \"Destructive options\" above.")
+@click.option("--json-logs", is_flag=True, help="Log JSON lines to stderr (the default when it is not a terminal).")
+@click.option("--verbose", "-v", is_flag=True, help="Log every call.")
+def run_command(vendor: str, input_path: Path, operation: str | None, columns: tuple[str, ...],
+                input_format: str | None, results: Path | None, journal: Path | None, resume: bool, dry_run: bool,
+                backup: Path | None, yes: bool, settings: Path | None, credentials_file: Path | None,
+                destructive: tuple[str, ...], json_logs: bool, verbose: bool) -> None:
+    options = RunOptions(vendor, input_path, operation, columns, input_format, results, journal, resume, dry_run,
+                         backup, yes, settings, credentials_file, destructive, json_logs, verbose)
+    raise SystemExit(execute_run(options))
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"unenroll: {scrub(message)}", err=True)
+    raise SystemExit(code)
+
+
+def default_results_path(input_path: Path, fmt: str) -> Path:
+    suffix = ".csv" if fmt == "csv" else ".jsonl"
+    return input_path.with_name(f"{input_path.stem}.results{suffix}")
+
+
+def job_fingerprint(input_sha256: str, vendor: str, operation: str, columns: dict[str, str],
+                    options: dict[str, bool], base_url: str | None) -> str:
+    """What makes a journal this job's: the input's bytes, vendor, operation, column
+    mapping, destructive options, and the vendor instance (a sandbox's journal must not
+    skip items on production)."""
+    identity = json.dumps({"input": input_sha256, "vendor": vendor, "operation": operation,
+                           "columns": sorted(columns.items()), "options": sorted(options.items()),
+                           "base_url": base_url}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def execute_run(o: RunOptions) -> int:
+    """``unenroll run``: check everything that can be checked before a call, then plan,
+    confirm, back up, run, report. Returns the exit code."""
+    from .adapters.registry import VENDORS
+    from .config import ConfigError, load_credentials, load_settings
+    from .inputs import InputError, InputFile, parse_column_mapping
+
+    json_logs = o.json_logs or not sys.stderr.isatty()
+    level = "debug" if o.verbose else ("info" if json_logs else "warning")
+    configure_logging(json=json_logs, level=level)
+    entry = VENDORS[o.vendor]
+    operation_name = o.operation or next(iter(entry.operations))
+    operation = entry.operations.get(operation_name)
+    if operation is None:
+        _fail(f"{entry.title} has no operation {operation_name!r} (it has: {', '.join(entry.operations)})")
+    unknown = [f for f in o.destructive if f not in entry.destructive_flags]
+    if unknown:
+        _fail(f"{entry.title} has no option {', '.join(unknown)}")
+    try:
+        settings = load_settings(o.vendor, o.settings, os.environ, vendors=list(VENDORS),
+                                 limit_keys=entry.limit_keys())
+        credentials = load_credentials(entry.credential_names, o.credentials_file, os.environ)
+        mapping = parse_column_mapping(o.columns, operation.shape)
+        input_file = InputFile(o.input_path, operation.shape, mapping,
+                               fmt="jsonl" if o.input_format == "jsonl" else "csv" if o.input_format else None)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    for warning in credentials.warnings:
+        click.echo(f"unenroll: warning: {warning}", err=True)
+    results = o.results or default_results_path(o.input_path, input_file.format)
+    journal_path = o.journal or results.with_name(results.name + ".journal")
+    if not o.dry_run:
+        if not o.resume and journal_path.exists() and journal_path.stat().st_size > 0:
+            _fail(f"the journal {journal_path} already exists: finish that job with --resume, or choose another "
+                  "--journal (or --results)")
+        if o.resume and not journal_path.exists():
+            _fail(f"the journal {journal_path} does not exist: there is nothing to resume (run without --resume)")
+    if o.backup is not None and o.backup.exists():
+        _fail(f"the backup file {o.backup} already exists: choose another path (an earlier backup is never "
+              "overwritten)")
+    for path, what in ((results, "results file"), (journal_path, "journal"), (o.backup, "backup file")):
+        if path is not None and not o.dry_run and not path.resolve().parent.is_dir():
+            _fail(f"the {what}'s folder {path.parent} does not exist")
+    if results.resolve() == o.input_path.resolve():
+        _fail("the results file would overwrite the input: choose another --results")
+    run = _Run(o, entry, settings, credentials, input_file, operation.shape.operation, operation_name, results,
+               journal_path)
+    try:
+        return anyio.run(run.main)
+    except KeyboardInterrupt:  # before the job started: nothing was sent
+        click.echo("\nunenroll: interrupted before anything was sent", err=True)
+        return EXIT_SIGNAL[signal.SIGINT]
+
+
+class _Run:
+    """One ``unenroll run``: the steps after the command line was checked."""
+
+    def __init__(self, o: RunOptions, entry: VendorEntry, settings: RunSettings, credentials: Credentials,
+                 input_file: InputFile, engine_operation: str, operation_name: str, results: Path,
+                 journal_path: Path) -> None:
+        self.o = o
+        self.entry = entry
+        self.settings = settings
+        self.credentials = credentials
+        self.input_file = input_file
+        self.engine_operation = engine_operation
+        self.operation_name = operation_name
+        self.results = results
+        self.journal_path = journal_path
+        self.report_path = results.with_name(results.name + ".report.json")
+        self.signal_received: int | None = None
+        self.log = get_logger(vendor=o.vendor)
+        self.job: Job | None = None
+        self.started_at = datetime.now(UTC)
+
+    def _secrets(self) -> list[Secret]:
+        return list(self.credentials.values.values())
+
+    async def main(self) -> int:
+        import aiohttp
+
+        from .adapters.registry import BuildRequest
+        from .config import ConfigError
+
+        async with aiohttp.ClientSession() as session:
+            try:
+                adapter = self.entry.build(BuildRequest(self.settings, self.credentials, session,
+                                                        frozenset(self.o.destructive), self.o.dry_run))
+            except ConfigError as exc:
+                _fail(str(exc))
+            return await self._with_adapter(adapter, _OperationsView(adapter, [self.engine_operation]))
+
+    async def _with_adapter(self, vendor_adapter: Adapter, adapter: Adapter) -> int:
+        """``adapter`` shows the job's operation only; backups read through ``vendor_adapter``."""
+        from .inputs import InputError, file_sha256
+        from .journal import Journal, JournalError
+        from .plan import describe, make_plan
+
+        o = self.o
+        base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
+        input_sha256 = file_sha256(o.input_path)
+        options = {k: v for op in adapter.operations.values() for k, v in (op.destructive_options or {}).items()}
+        fingerprint = job_fingerprint(input_sha256, o.vendor, self.operation_name, self.input_file.columns,
+                                      options, base_url)
+        # plan: one pass over the input, nothing sent (a resumed plan counts what the journal confirms)
+        try:
+            plan_journal = Journal.open(self.journal_path, fingerprint, resume=True) if o.resume else None
+        except JournalError as exc:
+            _fail(_journal_problem(exc))
+        try:
+            plan = make_plan(adapter, self.input_file.items(), journal=plan_journal,
+                             keep_items=o.backup is not None, operations_used=[self.engine_operation])
+        except InputError as exc:
+            _fail(str(exc))
+        finally:
+            if plan_journal is not None:
+                plan_journal.close()
+        click.echo(describe(plan, source=str(o.input_path), base_url=base_url, secrets=self._secrets()))
+        backup_api = None
+        if o.backup is not None:
+            backup_api = _backup_api()
+            try:
+                backup_plan = backup_api.plan_backup(vendor_adapter, dict(plan.per_target))
+            except backup_api.BackupError as exc:
+                _fail(f"--backup: {exc}")
+            click.echo(backup_plan.describe())
+        if o.dry_run:
+            click.echo("dry run: nothing was sent and nothing was written")
+            return EXIT_OK
+        self._confirm(plan)
+        self.started_at = datetime.now(UTC)
+        try:
+            journal = Journal.open(self.journal_path, fingerprint, resume=o.resume)
+        except JournalError as exc:
+            _fail(_journal_problem(exc))
+        report: Report | None = None
+        with journal:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_signals, scope)
+                    try:
+                        if o.backup is not None and backup_api is not None:
+                            code = await self._backup(backup_api, vendor_adapter, plan.items or [], o.backup,
+                                                      journal)
+                            if code is not None:
+                                return code
+                        report = await self._job(adapter, plan, journal)
+                    finally:
+                        tg.cancel_scope.cancel()
+            if report is None:
+                if self.job is None:  # stopped during the backup
+                    click.echo("unenroll: stopped before anything was changed", err=True)
+                    return self._exit_code(None)
+                report = self.job.report
+        return self._finish(report, input_sha256, fingerprint)
+
+    # -- the change guard ----------------------------------------------------------------
+
+    def _confirm(self, plan: Plan) -> None:
+        limit = self.settings.confirm_above
+        if plan.to_send <= limit or self.o.yes:
+            return
+        lines = [f"This run changes {plan.to_send:,} items on {self.entry.title} (more than confirm_above={limit:,}):"]
+        for (operation, target), n in plan.per_target.most_common(50):
+            lines.append(f"  {operation} {'/'.join(target)}: {n:,}")
+        if len(plan.per_target) > 50:
+            lines.append(f"  ... and {len(plan.per_target) - 50:,} more targets")
+        if plan.options:
+            lines.append("destructive options: " + ", ".join(f"{k}={'ON' if v else 'off'}"
+                                                              for k, v in plan.options.items()))
+        click.echo("\n".join(lines), err=True)
+        if not sys.stdin.isatty():
+            _fail(f"not confirmed: {plan.to_send:,} items is more than confirm_above={limit:,} and there is no "
+                  "terminal to ask; pass --yes to confirm (nothing was sent)")
+        try:
+            confirmed = click.confirm("Go ahead?", default=False, err=True)
+        except click.Abort:  # Ctrl-C or end of input at the prompt
+            confirmed = False
+        if not confirmed:
+            _fail("not confirmed: nothing was sent")
+
+    # -- signals -------------------------------------------------------------------------
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for received in signals:
+                if self.signal_received is None:
+                    self.signal_received = int(received)
+                    click.echo("\nunenroll: stopping: calls in flight finish, the rest is recorded as not sent "
+                               "(press Ctrl-C again to quit at once)", err=True)
+                    scope.cancel()
+                else:
+                    click.echo("unenroll: quitting at once; resume with --resume", err=True)
+                    os._exit(EXIT_SIGNAL.get(signal.Signals(received), 130))
+
+    # -- backup --------------------------------------------------------------------------
+
+    async def _backup(self, api: Any, adapter: Adapter, items: list[Item], path: Path,
+                      journal: Journal) -> int | None:
+        """Run the backup; an exit code if the job must not go on."""
+        click.echo(f"backing up {len(items):,} enrolments to {path} ...")
+        sys.stdout.flush()
+        try:
+            result = await api.run_backup(adapter, items, path, retry=self.settings.job.retry,
+                                          max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed)
+        except api.BackupError as exc:
+            self._forget_fresh_journal(journal)
+            click.echo(f"unenroll: backup failed, nothing was changed: {scrub(str(exc))}", err=True)
+            return EXIT_FATAL
+        except anyio.get_cancelled_exc_class():
+            self._forget_fresh_journal(journal)
+            raise
+        click.echo(f"backup: {result.records:,} records ({result.found:,} enrolments found) in {result.path}, "
+                   f"{result.calls:,} calls")
+        return None
+
+    def _forget_fresh_journal(self, journal: Journal) -> None:
+        """A fresh job that never started leaves no journal behind (a rerun must not need --resume)."""
+        if not self.o.resume:
+            journal.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.journal_path) + suffix).unlink(missing_ok=True)
+
+    # -- the job -------------------------------------------------------------------------
+
+    async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
+        from .pipeline import Job
+        from .progress import LogProgress, Progress, TerminalBar, observe
+        from .sinks import ResultsWriter
+
+        specs = {name: adapter.endpoints[name] for name in plan.calls}
+        limiters = observe(specs)
+        progress = Progress(plan.rows, plan.calls, specs, limiters)
+        terminal = sys.stderr.isatty() and not self.o.json_logs
+        renderer: TerminalBar | LogProgress
+        if terminal:
+            renderer = TerminalBar(progress)
+            configure_logging(json=False, level="debug" if self.o.verbose else "warning",
+                              stream=cast(TextIO, renderer.log_stream()))
+        else:
+            renderer = LogProgress(progress, self.log)
+        with ResultsWriter(self.results) as writer:
+            job = self.job = Job(adapter, self.input_file.items(), settings=self.settings.job,
+                                 sinks=[writer, progress], limiters=dict(limiters), journal=journal)
+            progress.report = job.report
+            click.echo(f"sending: {plan.to_send:,} items to {self.entry.title} (results: {self.results}, journal: "
+                       f"{self.journal_path})")
+            sys.stdout.flush()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(renderer.run)
+                try:
+                    report = await job.run()
+                finally:
+                    tg.cancel_scope.cancel()
+        return report
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _exit_code(self, report: Report | None) -> int:
+        if self.signal_received is not None:
+            return EXIT_SIGNAL.get(signal.Signals(self.signal_received), 130)
+        if report is None:
+            return EXIT_FATAL
+        if report.stopped:
+            return EXIT_USAGE if report.stopped.startswith("the input failed") else EXIT_FATAL
+        if any(report.counts.get(k) for k in ("failed", "gave_up", "not_sent")):
+            return EXIT_SOME_FAILED
+        return EXIT_OK
+
+    def _finish(self, report: Report, input_sha256: str, fingerprint: str) -> int:
+        code = self._exit_code(report)
+        record = {
+            **report.as_dict(),
+            "operation": self.operation_name,
+            "input": str(self.o.input_path),
+            "input_sha256": input_sha256,
+            "journal": str(self.journal_path),
+            "job_fingerprint": fingerprint,
+            "resumed": self.o.resume,
+            "backup": None if self.o.backup is None else str(self.o.backup),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "exit_code": code,
+        }
+        tmp = self.report_path.with_name(self.report_path.name + ".tmp")
+        tmp.write_text(scrub(json.dumps(record, indent=2)) + "\n", encoding="utf-8")
+        tmp.replace(self.report_path)
+        self.log.info("run.finished", **{k: v for k, v in record.items() if k != "endpoints"})
+        click.echo(report.summary())
+        click.echo(f"results: {self.results} (report: {self.report_path})")
+        if code in EXIT_SIGNAL.values() or report.counts.get("not_sent"):
+            click.echo(f"to finish the job, run the same command with --resume (journal: {self.journal_path})")
+        return code
+
+
+def _journal_problem(exc: Exception) -> str:
+    message = str(exc)
+    if "belongs to another job" in message:
+        message += ("; for the command line a job is its input file's bytes, the vendor, the operation, the column "
+                    "mapping, the destructive options and the base URL: resume with the same ones")
+    return message
+
+
+class _OperationsView:
+    """An adapter seen through the operations a job uses: the engine then plans, runs and
+    reports only their endpoints. Everything else is the adapter's own."""
+
+    def __init__(self, adapter: Adapter, operations: Sequence[str]) -> None:
+        self.vendor = adapter.vendor
+        self.operations = {name: adapter.operations[name] for name in operations}
+        used = {op.endpoint for op in self.operations.values()}
+        self.endpoints = {name: spec for name, spec in adapter.endpoints.items() if name in used}
+        self.transport = adapter.transport
+        self.auth = adapter.auth
+
+
+def _backup_api() -> Any:
+    """``unenroll.backup`` (plan_backup, run_backup, BackupError), or a clear refusal."""
+    try:
+        from . import backup
+    except ImportError as exc:  # pragma: no cover - the backup module ships with the engine
+        _fail(f"--backup needs unenroll.backup, which this installation lacks ({exc})")
+    return backup
+
+
+# -- mock serve ----------------------------------------------------------------------------
+
+
+@main.group()
+def mock() -> None:
+    """Mock vendor servers to rehearse against (a sandbox on this machine)."""
+
+
+@mock.command("serve")
+@click.argument("vendor", type=click.Choice(["zoho", "smarteru", "docebo"]))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Multiply every window, lock and latency by this (0.01: a minute lasts 0.6 s).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the state, latency and faults.")
+@click.option("--fault-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of calls answered with a 5xx, a dropped connection or a truncated body.")
+@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds each answer takes (before the time scale).")
+@click.option("--courses", default=2, show_default=True, help="(zoho, docebo) Courses.")
+@click.option("--batches", default=2, show_default=True, help="(zoho) Batches per course.")
+@click.option("--learners", default=100, show_default=True,
+              help="(zoho) Learners per batch; (docebo) users per course and plan.")
+@click.option("--plans", default=2, show_default=True, help="(docebo) Learning plans.")
+@click.option("--courses-per-plan", default=3, show_default=True, help="(docebo) Courses in each plan.")
+@click.option("--enrolled", default=1000, show_default=True, help="(smarteru) Enrolments.")
+@click.option("--queued", default=0, show_default=True, help="(smarteru) Enrolments already queued.")
+@click.option("--queue-delay", default=60.0, show_default=True,
+              help="(smarteru) Seconds until a queued unenrolment is done.")
+def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, fault_rate: float, latency: float,
+               courses: int, batches: int, learners: int, plans: int, courses_per_plan: int, enrolled: int,
+               queued: int, queue_delay: float) -> None:
+    """Serve VENDOR's mock API until SIGTERM or Ctrl-C.
+
+    Prints the URL it serves on first (flushed), then the settings a run needs to use it.
+    The mock accepts the credentials set in the environment (UNENROLL_ZOHO_CLIENT_ID, ...)
+    if there are any, else its own. GET <url>/__mock__/stats shows its calls and state.
+    """
+    from .adapters.registry import MockOptions, build_mock
+
+    options = MockOptions(time_scale=time_scale, seed=seed, fault_rate=fault_rate, latency=latency, courses=courses,
+                          batches=batches, learners=learners, plans=plans, courses_per_plan=courses_per_plan,
+                          enrolled=enrolled, queued=queued, queue_delay=queue_delay, environ=dict(os.environ))
+    app, env = build_mock(vendor, options)
+    anyio.run(_serve_mock, vendor, app, host, port, time_scale, env)
+
+
+async def _serve_mock(vendor: str, app: Any, host: str, port: int, time_scale: float, env: Sequence[str]) -> None:
+    from .adapters.mocks.common import MockServer
+
+    # the signal handlers are in place before the URL is printed: whoever reads it may stop us at once
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with MockServer(app, host, port) as server:
+            click.echo(f"mock {vendor} serving on {server.url}")
+            settings = [f"UNENROLL_BASE_URL={server.url}", "UNENROLL_ALLOW_INSECURE_HTTP=1",
+                        f"UNENROLL_TIME_SCALE={time_scale:g}"]
+            if vendor == "zoho":
+                settings.insert(1, f"UNENROLL_ACCOUNTS_URL={server.url}")
+            click.echo("rehearse with: " + " ".join([*settings, *env]))
+            click.echo(f"stats: {server.url}/__mock__/stats (Ctrl-C or SIGTERM stops it)")
+            sys.stdout.flush()
+            started = time.monotonic()
+            async for _ in signals:
+                break
+    click.echo(f"mock {vendor} stopped after {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main(prog_name="unenroll")

@@ -1,0 +1,236 @@
+"""Settings and credentials of a run, from a TOML file and the environment.
+
+Settings (never secrets) come from, later winning:
+
+1. the defaults (every vendor number is its documented value);
+2. the settings file's top level, then its ``[<vendor>]`` table (``[zoho]``, ...);
+3. the environment: ``UNENROLL_<KEY>`` (``UNENROLL_BASE_URL``), then
+   ``UNENROLL_<VENDOR>_<KEY>`` (``UNENROLL_ZOHO_BASE_URL``).
+
+Job settings live in ``[job]``; a vendor's limits in ``[<vendor>.limits]``. Every
+duration (windows, locks, retry delays) is multiplied by ``time_scale``: 1 for a real
+vendor, 0.01 to rehearse against a mock quickly. Unknown keys are errors, so a typo
+never silently falls back to a default.
+
+Credentials are never settings and never flags: they come from the environment
+(``UNENROLL_ZOHO_REFRESH_TOKEN``, ...) or a credentials file (TOML, the same names),
+and are wrapped in :class:`~unenroll.secrets.Secret` as soon as they are read, so they
+print as ``***`` and the log processor blanks their values wherever they appear.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .pipeline import JobSettings
+from .retry import RetryPolicy
+from .secrets import Secret
+
+ENV_PREFIX = "UNENROLL_"
+DEFAULT_CONFIRM_ABOVE = 1000
+
+# key -> type, for the keys that say how to reach a vendor (top level or a vendor's table)
+CONNECTION_KEYS: dict[str, type] = {
+    "base_url": str,
+    "accounts_url": str,
+    "timeout": float,
+    "allow_insecure_http": bool,
+    "time_scale": float,
+}
+TOP_LEVEL_KEYS: dict[str, type] = {**CONNECTION_KEYS, "confirm_above": int}
+RETRY_KEYS: dict[str, type] = {
+    "max_attempts": int, "deadline": float, "base_delay": float, "multiplier": float, "max_delay": float,
+    "jitter": float,
+}
+JOB_KEYS: dict[str, type] = {
+    **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int,
+}
+_SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
+
+
+class ConfigError(Exception):
+    """Settings or credentials that cannot be used; the message says which and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    base_url: str | None = None
+    accounts_url: str | None = None
+    timeout: float | None = None
+    allow_insecure_http: bool = False
+    time_scale: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Everything a run needs that is not the input, the credentials or a flag."""
+
+    vendor: str
+    connection: Connection = field(default_factory=Connection)
+    limits: Mapping[str, float] = field(default_factory=dict)  # overrides of the vendor's limits
+    job: JobSettings = field(default_factory=JobSettings)
+    confirm_above: int = DEFAULT_CONFIRM_ABOVE  # the change guard asks above this many items
+    sources: Mapping[str, str] = field(default_factory=dict)  # key -> where its value came from
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    """``value`` checked (and for env strings, parsed) as ``kind``."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError
+                value = text in ("1", "true", "yes", "on")
+            elif kind is int:
+                value = int(text)
+            else:
+                value = float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{where}: expected a {kind.__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    return value
+
+
+def _refuse_secret(key: str, where: str) -> None:
+    if any(word in key.lower() for word in _SECRET_WORDS):
+        raise ConfigError(f"{where}: credentials do not belong in the settings file; put them in the environment "
+                          "or in a --credentials-file")
+
+
+def _take(table: Mapping[str, Any], allowed: Mapping[str, type], where: str, out: dict[str, Any],
+          sources: dict[str, str], *, subtables: Sequence[str] = ()) -> None:
+    for key, value in table.items():
+        if key in subtables:
+            continue
+        _refuse_secret(key, f"{where}: {key}")
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(allowed))})")
+        out[key] = _typed(value, allowed[key], f"{where}: {key}")
+        sources[key] = where
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the {what} {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(
+    vendor: str, path: Path | None, environ: Mapping[str, str], *, vendors: Sequence[str],
+    limit_keys: Mapping[str, type],
+) -> RunSettings:
+    """The run's settings for ``vendor`` (see the module docstring for the precedence).
+
+    ``limit_keys`` are the vendor's limits that may be overridden (name -> int or float).
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    job: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if path is not None:
+        data = _read_toml(path, "settings file")
+        where = str(path)
+        _take(data, TOP_LEVEL_KEYS, where, values, sources, subtables=("job", *vendors))
+        if not isinstance(job_table := data.get("job", {}), dict):
+            raise ConfigError(f"{where}: [job] must be a table")
+        _take(job_table, JOB_KEYS, f"{where} [job]", job, sources)
+        vendor_table = data.get(vendor, {})
+        if not isinstance(vendor_table, dict):
+            raise ConfigError(f"{where}: [{vendor}] must be a table")
+        _take(vendor_table, CONNECTION_KEYS, f"{where} [{vendor}]", values, sources, subtables=("limits",))
+        if not isinstance(limits_table := vendor_table.get("limits", {}), dict):
+            raise ConfigError(f"{where}: [{vendor}.limits] must be a table")
+        _take(limits_table, limit_keys, f"{where} [{vendor}.limits]", limits, sources)
+    for key, kind in TOP_LEVEL_KEYS.items():
+        names = [f"{ENV_PREFIX}{key.upper()}"]
+        if key in CONNECTION_KEYS:
+            names.append(f"{ENV_PREFIX}{vendor.upper()}_{key.upper()}")
+        for name in names:
+            raw = environ.get(name)
+            if raw is not None and raw.strip():
+                values[key] = _typed(raw, kind, name)
+                sources[key] = name
+    connection = Connection(**{k: v for k, v in values.items() if k in CONNECTION_KEYS})
+    if not connection.time_scale > 0:
+        raise ConfigError(f"{sources.get('time_scale')}: time_scale must be above 0")
+    if connection.timeout is not None and not connection.timeout > 0:
+        raise ConfigError(f"{sources.get('timeout')}: timeout must be above 0")
+    confirm_above = values.get("confirm_above", DEFAULT_CONFIRM_ABOVE)
+    if confirm_above < 0:
+        raise ConfigError(f"{sources.get('confirm_above')}: confirm_above must be 0 or more")
+    for key, value in limits.items():
+        if value <= 0:
+            raise ConfigError(f"{sources[key]}: {key} must be above 0")
+    try:
+        retry = RetryPolicy(**{k: v for k, v in job.items() if k in RETRY_KEYS}).scaled(connection.time_scale)
+        job_settings = JobSettings(retry=retry, **{k: v for k, v in job.items() if k not in RETRY_KEYS})
+    except ValueError as exc:
+        raise ConfigError(f"{path} [job]: {exc}") from None
+    return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources)
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Credential values by their variable name, each a :class:`Secret`."""
+
+    values: Mapping[str, Secret] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def get(self, name: str) -> Secret | None:
+        return self.values.get(name)
+
+    def __repr__(self) -> str:
+        return f"Credentials(names={sorted(self.values)})"
+
+
+def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[str, str]) -> Credentials:
+    """The credentials named ``names``: from the file at ``path`` (TOML, the same names as
+    the environment variables), then the environment, which wins. Empty values count as
+    unset. A file that others may read draws a warning."""
+    values: dict[str, Secret] = {}
+    sources: dict[str, str] = {}
+    warnings: list[str] = []
+    if path is not None:
+        data = _read_toml(path, "credentials file")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            warnings.append(f"the credentials file {path} can be read by other users: chmod 600 {path}")
+        for name in names:
+            value = data.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: {name} must be a string")
+            if value.strip():
+                values[name] = Secret(value.strip())
+                sources[name] = str(path)
+    for name in names:
+        raw = environ.get(name)
+        if raw is not None and raw.strip():
+            values[name] = Secret(raw.strip())
+            sources[name] = "environment"
+    return Credentials(values, sources, tuple(warnings))

@@ -1,0 +1,243 @@
+"""The plan of a job, made by reading its whole input once and sending nothing.
+
+:func:`make_plan` sees every item the way the job's intake will (the same validation,
+the same de-duplication, and, when resuming, the same journal outcomes), and groups the
+items left to send the way the chunker will, so it can say before anything is sent:
+
+- how many items end how (rejected, duplicate, already done by an earlier run) and how
+  many will be sent, per target;
+- how many calls each endpoint needs at least (full chunks: a lower bound, as retries
+  and splits add calls) and the least time the endpoint's limits allow for them
+  (:meth:`~unenroll.EndpointSpec.least_seconds_for`; endpoints run side by side);
+- a sample request per endpoint, with every credential masked.
+
+Memory: one integer per distinct item (as the intake), one open chunk per target, and
+the items to send only if asked (``keep_items``, for a backup).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus, urlencode
+from xml.sax.saxutils import escape
+
+from .adapter import Adapter, Operation
+from .journal import Journal
+from .model import Item, Outcome, Unreadable
+from .pipeline import _placeholder, _problem
+from .secrets import MASK, Secret, scrub
+from .transport import HttpRequest
+
+Target = tuple[str, ...]
+SAMPLE_SUBJECTS = 3
+
+
+@dataclass(slots=True)
+class _OpenChunk:
+    items: int = 0
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a job will do. ``counts`` has the outcomes known before sending (``rejected``,
+    ``duplicate``) and, when resuming, those the journal confirms (``already <outcome>``)."""
+
+    vendor: str
+    operations: tuple[str, ...]
+    rows: int = 0
+    to_send: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    per_target: Counter[tuple[str, Target]] = field(default_factory=Counter)  # (operation, target) -> items
+    calls: dict[str, int] = field(default_factory=dict)  # endpoint -> calls, at least
+    seconds: dict[str, float] = field(default_factory=dict)  # endpoint -> least time the limits allow
+    limits: dict[str, str] = field(default_factory=dict)  # endpoint -> its limits, in words
+    samples: dict[str, HttpRequest] = field(default_factory=dict)
+    sample_sizes: dict[str, int] = field(default_factory=dict)  # endpoint -> items in the sample request
+    first_problems: list[str] = field(default_factory=list)
+    options: dict[str, bool] = field(default_factory=dict)
+    items: list[Item] | None = None  # the items to send, if kept
+
+    @property
+    def least_seconds(self) -> float:
+        return max(self.seconds.values(), default=0.0)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.0f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+
+
+def _limits_in_words(adapter: Adapter, endpoint: str) -> str:
+    spec = adapter.endpoints[endpoint]
+    if spec.max_calls is None:
+        return "no documented rate limit (paced by the vendor's throttles)"
+    words = f"{spec.max_calls:,} calls per {format_duration(spec.window)}"
+    if spec.min_interval > 0:
+        words += f", one every {format_duration(spec.min_interval)}"
+    return words + f", {spec.max_in_flight} in flight"
+
+
+def make_plan(
+    adapter: Adapter,
+    items: Iterable[Item | Unreadable],
+    *,
+    journal: Journal | None = None,
+    keep_items: bool = False,
+    max_problems: int = 5,
+    operations_used: Sequence[str] | None = None,
+) -> Plan:
+    """Read every item and plan the job (see the module docstring). ``journal``: a journal
+    opened with ``resume=True``; its recalled outcomes count as the resumed job will
+    replay them. Use a journal object for one plan only (recalling consumes it).
+    ``operations_used``: the operations the input holds (their endpoints are planned;
+    default: every operation of the adapter)."""
+    operations = adapter.operations
+    used = [operations[name] for name in (operations_used or operations) if name in operations]
+    plan = Plan(adapter.vendor, tuple(op.name for op in used), items=[] if keep_items else None)
+    for declared in used:
+        if declared.destructive_options:
+            plan.options.update(declared.destructive_options)
+    seen: set[int] = set()
+    targets: dict[tuple[str, Target], int | str] = {}
+    open_chunks: dict[tuple[str, Target], _OpenChunk] = {}
+    calls: Counter[str] = Counter()
+    sample_of: dict[str, tuple[Operation, Target, list[str]]] = {}
+    for index, raw in enumerate(items):
+        plan.rows += 1
+        item = raw if isinstance(raw, Item) else _placeholder(raw)
+        if journal is not None and (recalled := journal.recall(index)) is not None:
+            if recalled.confirmed and recalled.outcome is not None:
+                plan.counts[f"already {recalled.outcome.value}"] += 1
+                if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
+                    seen.add(hash((item.operation, item.target, item.subject)))
+                continue
+        op = operations.get(item.operation)
+        problem = _problem(raw, item, op, targets)
+        if problem is not None or op is None:
+            plan.counts[Outcome.REJECTED.value] += 1
+            if len(plan.first_problems) < max_problems:
+                row = item.meta.get("row") if item.meta else None
+                where = "" if problem and problem.startswith("row ") else (
+                    f"row {row}: " if row is not None else f"item {index + 1}: ")
+                plan.first_problems.append(where + (problem or "rejected"))
+            continue
+        key = hash((item.operation, item.target, item.subject))
+        if key in seen:
+            plan.counts[Outcome.DUPLICATE.value] += 1
+            continue
+        seen.add(key)
+        plan.to_send += 1
+        plan.per_target[(op.name, item.target)] += 1
+        if plan.items is not None:
+            plan.items.append(item)
+        _count_calls(op, item, open_chunks, calls, adapter)
+        sample = sample_of.get(op.endpoint)
+        if sample is None:
+            sample_of[op.endpoint] = (op, item.target, [item.subject])
+        elif sample[1] == item.target and len(sample[2]) < SAMPLE_SUBJECTS:
+            sample[2].append(item.subject)
+    for (name, _), chunk in open_chunks.items():
+        if chunk.items:
+            calls[operations[name].endpoint] += 1
+    for endpoint in dict.fromkeys([*(declared.endpoint for declared in used), *calls]):
+        plan.calls[endpoint] = calls[endpoint]
+        plan.seconds[endpoint] = adapter.endpoints[endpoint].least_seconds_for(calls[endpoint])
+        plan.limits[endpoint] = _limits_in_words(adapter, endpoint)
+    for endpoint, (sample_op, target, subjects) in sample_of.items():
+        plan.samples[endpoint] = sample_op.build_request(target, subjects)
+        plan.sample_sizes[endpoint] = sample_op.max_items
+    return plan
+
+
+def _count_calls(op: Operation, item: Item, open_chunks: dict[tuple[str, Target], _OpenChunk],
+                 calls: Counter[str], adapter: Adapter) -> None:
+    """Fill the target's open chunk as the chunker does; a full one is a call."""
+    chunk = open_chunks.get((op.name, item.target))
+    size = 0 if op.max_request_bytes is None else op.item_bytes(item.subject)
+    if chunk is not None and (chunk.items >= op.max_items or (
+            op.max_request_bytes is not None and chunk.nbytes + size > op.max_request_bytes)):
+        calls[op.endpoint] += 1
+        chunk = None
+    if chunk is None:
+        base = 0 if op.max_request_bytes is None else op.base_bytes(item.target)
+        chunk = open_chunks[(op.name, item.target)] = _OpenChunk(0, base)
+    chunk.items += 1
+    chunk.nbytes += size
+
+
+# -- showing it -------------------------------------------------------------------------------
+
+
+def mask(text: str, secrets: Iterable[Secret]) -> str:
+    """``text`` with each secret masked as it may appear in a request: raw, XML-escaped,
+    URL-encoded; then every other known secret value too."""
+    for secret in secrets:
+        value = secret.reveal()
+        if len(value) < 1:
+            continue
+        for form in {value, escape(value, {'"': "&quot;", "'": "&apos;"}), quote(value, safe=""), quote_plus(value)}:
+            text = text.replace(form, MASK)
+    return scrub(text)
+
+
+def _cut(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_request(request: HttpRequest, base_url: str, secrets: Iterable[Secret] = ()) -> str:
+    """A request as an admin would read it, credentials masked. (Auth headers are added
+    by the transport and are never part of an :class:`HttpRequest`.)"""
+    url = base_url.rstrip("/") + request.path
+    if request.params:
+        url += "?" + urlencode(list(request.params))
+    lines = [f"{request.method} {url}"]
+    if request.form is not None:
+        for name, value in request.form:
+            lines.append(f"  form {name}={_cut(value)}")
+    if request.json is not None:
+        lines.append(f"  json {_cut(json.dumps(request.json))}")
+    return mask("\n".join(lines), list(secrets))
+
+
+def describe(plan: Plan, *, source: str, base_url: str, secrets: Sequence[Secret] = (),
+             max_targets: int = 10) -> str:
+    """The plan in words, for the terminal."""
+    out = [f"plan: {plan.vendor} {'/'.join(plan.operations)}, {plan.rows:,} rows in {source}"]
+    out.append(f"  {'to send':<24}{plan.to_send:>10,}")
+    for name, n in sorted(plan.counts.items()):
+        out.append(f"  {name:<24}{n:>10,}")
+    for problem in plan.first_problems:
+        out.append(f"    e.g. {_cut(problem, 160)}")
+    if plan.per_target:
+        out.append(f"  targets: {len(plan.per_target):,}")
+        for (operation, target), n in plan.per_target.most_common(max_targets):
+            out.append(f"    {operation} {'/'.join(target)}: {n:,} items")
+        if len(plan.per_target) > max_targets:
+            out.append(f"    ... and {len(plan.per_target) - max_targets:,} more targets")
+    for endpoint, calls in plan.calls.items():
+        out.append(f"  endpoint {endpoint}: at least {calls:,} calls, at least "
+                   f"{format_duration(plan.seconds[endpoint])} at {plan.limits[endpoint]}")
+    least = plan.least_seconds
+    out.append(f"  the limits allow it in no less than {format_duration(least)}"
+               + (" (it fits in one window)" if least == 0 and plan.total_calls else ""))
+    if plan.options:
+        flags = ", ".join(f"{name}={'ON' if on else 'off'}" for name, on in plan.options.items())
+        out.append(f"  destructive options: {flags}")
+    for endpoint, request in plan.samples.items():
+        out.append(f"  sample request on {endpoint} (a full call carries up to {plan.sample_sizes[endpoint]:,} items):")
+        out.extend("    " + line for line in render_request(request, base_url, secrets).splitlines())
+    return "\n".join(out)
