@@ -1,9 +1,10 @@
 """A durable journal of a job, so a run killed at any moment can be resumed.
 
 One SQLite row per input item (by its 0-based index in the input): ``sending`` is set
-before each call that carries it, and its outcome is written when it ends. Writes are
-buffered and committed together (at most every ``flush_seconds``, or ``flush_rows``
-rows), so the journal costs one small transaction per batch of calls, not per item.
+before each call that carries it (committed before the call leaves), and its outcome is
+written when it ends (buffered, committed with the next call's marks or at most every
+``flush_seconds``). So the journal costs about one small transaction per call, not per
+item.
 
 Resume (``Journal.open(path, fingerprint, resume=True)``) replays the same input:
 
@@ -165,8 +166,10 @@ class Journal:
     # -- recording ------------------------------------------------------------------------
 
     def before_call(self, indices: Iterable[int]) -> None:
+        """Mark items as being sent, durably, before the call leaves: after a kill, the
+        resumed run knows their call may have taken effect. One small write per call."""
         self._sending.extend((i,) for i in indices)
-        self._maybe_flush()
+        self.flush()
 
     def __call__(self, outcome: ItemOutcome) -> None:
         """A ledger sink: record an item's outcome."""

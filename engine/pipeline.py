@@ -153,6 +153,11 @@ class Job:
                 elapsed=round(report.elapsed, 3), stopped=report.stopped)
         return report
 
+    def stop(self, reason: str) -> None:
+        """Stop the job (e.g. on Ctrl-C); calls in flight finish, open items end ``not_sent``
+        with ``reason``."""
+        self._stop(reason)
+
     def _stop(self, reason: str) -> None:
         if self._stop_reason is None:
             self._stop_reason = reason
@@ -192,7 +197,7 @@ class Job:
         try:
             async for batch in _batches(self._items):
                 for raw in batch:
-                    work = Work(index, raw if isinstance(raw, Item) else _placeholder(raw))
+                    work = Work(index, raw if isinstance(raw, Item) else placeholder_item(raw))
                     index += 1
                     ledger.open(work)
                     item = work.item
@@ -204,7 +209,7 @@ class Job:
                             await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
                             continue
                     op = operations.get(item.operation)
-                    problem = _problem(raw, item, op, targets)
+                    problem = intake_problem(raw, item, op, targets)
                     if problem is not None or op is None:
                         await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
                         continue
@@ -409,7 +414,7 @@ def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], respo
     return result
 
 
-def _problem(
+def intake_problem(
     raw: object, item: Item, op: Operation | None, targets: dict[tuple[str, tuple[str, ...]], int | str]
 ) -> str | None:
     """Why ``item`` cannot be sent, or ``None``. ``targets`` caches, per operation and
@@ -439,7 +444,7 @@ def _problem(
     return problem
 
 
-def _placeholder(raw: object) -> Item:
+def placeholder_item(raw: object) -> Item:
     if isinstance(raw, Unreadable):
         return Item(operation="?", target=(), subject=scrub(raw.text)[:200], meta=raw.meta)
     return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])

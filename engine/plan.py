@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 from .adapter import Adapter, Operation
 from .journal import Journal
 from .model import Item, Outcome, Unreadable
-from .pipeline import _placeholder, _problem
+from .pipeline import intake_problem, placeholder_item
 from .secrets import MASK, Secret, scrub
 from .transport import HttpRequest
 
@@ -118,7 +118,7 @@ def make_plan(
     sample_of: dict[str, tuple[Operation, Target, list[str]]] = {}
     for index, raw in enumerate(items):
         plan.rows += 1
-        item = raw if isinstance(raw, Item) else _placeholder(raw)
+        item = raw if isinstance(raw, Item) else placeholder_item(raw)
         if journal is not None and (recalled := journal.recall(index)) is not None:
             if recalled.confirmed and recalled.outcome is not None:
                 plan.counts[f"already {recalled.outcome.value}"] += 1
@@ -126,7 +126,7 @@ def make_plan(
                     seen.add(hash((item.operation, item.target, item.subject)))
                 continue
         op = operations.get(item.operation)
-        problem = _problem(raw, item, op, targets)
+        problem = intake_problem(raw, item, op, targets)
         if problem is not None or op is None:
             plan.counts[Outcome.REJECTED.value] += 1
             if len(plan.first_problems) < max_problems:
