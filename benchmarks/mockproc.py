@@ -1,0 +1,161 @@
+"""The mocks under test, each served in its own process.
+
+The vendor is not in the client's event loop in real life, so it is not here either: a
+mock that shares the loop answers late whenever the engine is busy (reading its input,
+say), and its clock then says calls arrived later than they left. In its own process the
+mock takes each arrival's time as soon as the request comes in, the client's peak RSS is
+the client's alone, and the two get a core each.
+
+    python -m benchmarks.mockproc zoho '{"items": 60000, ...}'
+
+builds the scenario's mock (the same seeded state the client derives from the same
+parameters), prints one JSON line ``{"url": ...}`` once it serves, and serves until its
+stdin closes. Besides the mock's own ``GET /__mock__/stats`` it answers
+``GET /__bench__/record``: what the :class:`~benchmarks.measure.ArrivalRecorder` saw, the
+process's CPU seconds and peak RSS, and a summary if the scenario has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from unenroll.adapters.mocks.common import MockServer
+
+from .measure import ArrivalRecorder, Recording, cpu_seconds, peak_rss_mb
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 300.0  # seconds for the mock to seed its state and serve
+
+
+@dataclass
+class MockApp:
+    """A mock's app with its arrival recorder, as a scenario builds it."""
+
+    app: web.Application
+    recorder: ArrivalRecorder
+    summary: Callable[[], dict[str, Any]] | None = None
+
+
+def build(vendor: str, params: dict[str, Any]) -> MockApp:
+    match vendor:
+        case "zoho":
+            from .zoho import ZohoScenario, zoho_mock
+
+            return zoho_mock(ZohoScenario(**params))
+        case "smarteru":
+            from .smarteru import SmarterUScenario, smarteru_mock
+
+            return smarteru_mock(SmarterUScenario(**params))
+        case "docebo":
+            from .docebo import DoceboScenario, docebo_mock
+
+            return docebo_mock(DoceboScenario(**params))
+        case "zoho-unlimited":
+            from .overhead import unlimited_zoho_mock
+
+            return unlimited_zoho_mock(**params)
+    raise ValueError(f"no mock for {vendor!r}")
+
+
+async def serve(vendor: str, params: dict[str, Any]) -> None:
+    mock = build(vendor, params)
+
+    async def record(request: web.Request) -> web.Response:
+        return web.json_response({
+            "recording": asdict(mock.recorder.recording),
+            "cpu_seconds": cpu_seconds(),
+            "peak_rss_mb": peak_rss_mb(),
+            "summary": mock.summary() if mock.summary is not None else None,
+        })
+
+    mock.app.router.add_get("/__bench__/record", record)
+    loop = asyncio.get_running_loop()
+    async with MockServer(mock.app) as server:
+        print(json.dumps({"url": server.url}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+
+
+@dataclass
+class MockRecord:
+    recording: Recording
+    cpu_seconds: float
+    peak_rss_mb: float
+    summary: dict[str, Any] | None
+
+
+class MockProcess:
+    """``async with MockProcess("zoho", params) as mock:`` a scenario's mock in its own
+    process at ``mock.url``; :meth:`stats` and :meth:`record` ask it what it saw."""
+
+    def __init__(self, vendor: str, params: dict[str, Any]) -> None:
+        self._vendor, self._params = vendor, params
+        self._process: asyncio.subprocess.Process | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> MockProcess:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.mockproc", self._vendor, json.dumps(self._params),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )
+        assert self._process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), timeout=START_TIMEOUT)
+            if not line:
+                raise RuntimeError(f"the {self._vendor} mock exited before serving")
+            self.url = str(json.loads(line)["url"])
+        except BaseException:
+            await self._stop()
+            raise
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self._stop()
+
+    async def _stop(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def _get(self, path: str, **params: str) -> Any:
+        assert self._session is not None
+        async with self._session.get(self.url + path, params=params) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def stats(self, *, state: bool = True) -> dict[str, Any]:
+        """The mock's own ``/__mock__/stats``."""
+        body: dict[str, Any] = await self._get("/__mock__/stats", state="1" if state else "0")
+        return body
+
+    async def record(self) -> MockRecord:
+        body = await self._get("/__bench__/record")
+        return MockRecord(Recording(**body["recording"]), body["cpu_seconds"], body["peak_rss_mb"], body["summary"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    vendor, params = (argv if argv is not None else sys.argv[1:])[:2]
+    asyncio.run(serve(vendor, json.loads(params)))
+
+
+if __name__ == "__main__":
+    main()
