@@ -50,7 +50,7 @@ class ZohoLimits:
     calls_per_window: int = 30  # [doc] per API
     window: float = 60.0  # [doc] "within a minute"
     lock_period: float = 300.0  # [doc] 5 minutes
-    margin: float = 1.0  # our side: absorbs network jitter between our clock and Zoho's
+    margin: float = 0.25  # on top of the answer-based window (limiter.py): a vendor clock that rounds
     max_in_flight: int = 4
     max_ids_per_call: int = 100  # not documented; halved for the job on a 422
     max_url_bytes: int = 8000  # not documented; the mock refuses URLs over 8,192 bytes
@@ -70,7 +70,10 @@ class ZohoLimits:
 
 
 def _is_zoho_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 30
+    """Digits a Java long holds (Zoho's ids are), without leading zeros: ``erecnosList`` is
+    a JSON array of numbers, and ``[0070]`` is not JSON (a lenient parser would echo 70,
+    which would read back as not enrolled)."""
+    return value.isascii() and value.isdigit() and len(value) <= 19 and (value[0] != "0" or value == "0")
 
 
 def validate(item: Item) -> str | None:
@@ -81,9 +84,9 @@ def validate(item: Item) -> str | None:
         return f"the target must be the {names}"
     for value in item.target:
         if not _is_zoho_id(value):
-            return f"target id {value!r} is not a Zoho id (digits only)"
+            return f"target id {value!r} is not a Zoho id (digits only, no leading zeros)"
     if not _is_zoho_id(item.subject):
-        return f"{item.subject!r} is not a Zoho id (digits only)"
+        return f"{item.subject!r} is not a Zoho id (digits only, no leading zeros)"
     return None
 
 
@@ -159,12 +162,23 @@ def read_common(response: HttpResponse, body: Any) -> CallResult | None:
             f"not authorised ({message}): the token needs scope ZOHOPEOPLE.training.ALL",
         )
     if status == 404:
+        if code is None and message == where:  # no Zoho error body: see _not_zoho_404
+            return _not_zoho_404(response, body)
         return CallResult.whole(CallVerdict.FAILED, code or "404", f"not found: {message}")
     if status in (414, 422):
         return CallResult.whole(CallVerdict.TOO_LARGE, code or str(status), message)
     if status == 400:
         return CallResult.whole(CallVerdict.SPLIT, code or "400", message)
     return CallResult.whole(CallVerdict.RETRY, code or str(status), message)  # 5xx and the unexpected
+
+
+def _not_zoho_404(response: HttpResponse, body: Any) -> CallResult | None:
+    """A 404 without Zoho's JSON error body did not come from the LMS API (a wrong base URL
+    or a proxy): no item may be read as "not enrolled" from it. Fatal, with what to check."""
+    if response.status == 404 and _code_and_message(body) == (None, None):
+        return CallResult.whole(CallVerdict.FATAL, "404",
+                                "HTTP 404 without Zoho's error body: check the base URL (data centre)")
+    return None
 
 
 def _unreadable(body: Any) -> CallResult:
@@ -195,7 +209,9 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
 def read_remove_learner(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
     """200: removed. 404 for one learner: not in that batch (already removed, or wrong ids)."""
     body = json_body(response)
-    if response.status == 404 and (body is None or _code_and_message(body)[0] != LOCK_CODE):
+    if (not_zoho := _not_zoho_404(response, body)) is not None:
+        return not_zoho
+    if response.status == 404 and _code_and_message(body)[0] != LOCK_CODE:
         _, message = _code_and_message(body)
         return CallResult.answered([ItemResult.final(Outcome.NOT_ENROLLED, "404", message or "learner not found")])
     if (common := read_common(response, body)) is not None:
@@ -240,6 +256,8 @@ def read_learners_page(
     or ``learnerId``); a full page means another may follow. An unknown course or batch
     (404) enrols nobody: an empty last page."""
     body = json_body(response)
+    if (not_zoho := _not_zoho_404(response, body)) is not None:
+        return not_zoho
     if response.status == 404 and _code_and_message(body)[0] != LOCK_CODE:
         return ReadPage({}, more=False)
     if (common := read_common(response, body)) is not None:

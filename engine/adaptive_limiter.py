@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from .limiter import start_when_allowed
+from .limiter import Permit, start_when_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +118,12 @@ class AimdSchedule:
             at = max(at, math.nextafter(self.last_start + self.interval, math.inf))
         return at
 
-    def record(self, start: float) -> None:
+    def record(self, start: float) -> Permit:
         """A call starts at ``start``; until told otherwise it met no throttle."""
         self.last_start = start
         self.starts_since_decrease += 1
         self.rate = min(self.settings.max_rate, self.rate + self.step)
+        return Permit(start)
 
     def throttled(self, now: float, seconds: float) -> None:
         """The vendor throttled a call: no start for ``seconds`` from ``now``; slow down."""
@@ -163,8 +164,11 @@ class AdaptiveRateLimiter:
     def decreases(self) -> int:
         return self._schedule.decreases
 
-    async def acquire(self) -> None:
-        await start_when_allowed(self._schedule, self._clock)
+    async def acquire(self) -> Permit:
+        return await start_when_allowed(self._schedule, self._clock)
+
+    def done(self, permit: Permit) -> None:
+        permit.end = self._clock()  # spacing is by starts: nothing to learn from the end
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1

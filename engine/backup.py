@@ -308,7 +308,7 @@ class _Reading:
         first_sent: float | None = None
         generation, headers = await self._credentials()
         while True:
-            await limiter.acquire()  # credentials first, then the permit: see the module docstring
+            permit = await limiter.acquire()  # credentials first, then the permit: see the module docstring
             self.calls += 1
             first_sent = anyio.current_time() if first_sent is None else first_sent
             try:
@@ -317,6 +317,8 @@ class _Reading:
                 result: ReadPage | CallResult = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
             else:
                 result = _read(read, response)
+            finally:
+                limiter.done(permit)
             if isinstance(result, ReadPage):
                 return result
             verdict, reason = result.verdict, f"{result.code}: {result.message}"

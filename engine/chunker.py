@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .adapter import Operation
@@ -75,7 +74,8 @@ class ChunkBuffer:
 
     def put(self, op: Operation, work: Work, now: float) -> bool:
         """Add one item to its target's open chunk, closing that chunk first if full.
-        ``True`` if a chunk became ready."""
+        ``True`` if a chunk became ready or a new one opened (its linger clock started):
+        either way a sleeping worker should look again."""
         self.count += 1
         return self._add_open(op, work, now)
 
@@ -102,13 +102,14 @@ class ChunkBuffer:
         ):
             self._ready.append(self._open.pop(key))
             chunk, closed = None, True
+        opened = chunk is None
         if chunk is None:
             chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now,
                           capacity=min(self.cap_items, op.max_items))
             self._open[key] = chunk
         chunk.works.append(work)
         chunk.nbytes += size
-        return closed
+        return closed or opened
 
     def release_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -122,14 +123,16 @@ class ChunkBuffer:
 
     # -- out --------------------------------------------------------------------------
 
+    def takeable(self, now: float, *, flush_partial: bool) -> int:
+        """How many chunks :meth:`take` would hand out now, one after another (at least)."""
+        self.release_due(now)
+        if flush_partial:
+            return len(self._ready) + len(self._open)
+        return len(self._ready) + sum(now - c.created_at >= self._linger for c in self._open.values())
+
     def has_chunk(self, now: float, *, flush_partial: bool) -> bool:
         """Whether :meth:`take` would return a chunk now."""
-        self.release_due(now)
-        if self._ready:
-            return True
-        if not self._open:
-            return False
-        return flush_partial or self._oldest_open_age(now) >= self._linger
+        return self.takeable(now, flush_partial=flush_partial) > 0
 
     def take(self, now: float, *, flush_partial: bool) -> Chunk | None:
         """The next chunk to send, cut to the current cap; ``None`` if nothing may go yet.
@@ -174,14 +177,8 @@ class ChunkBuffer:
             times.append(self._linger - self._oldest_open_age(now))
         return max(0.0, min(times)) if times else None
 
-    def drain(self) -> Iterator[Work]:
-        """Everything still held, for the final account when a job stops early."""
-        for chunk in self._ready:
-            yield from chunk.works
-        for chunk in self._open.values():
-            yield from chunk.works
-        for _, _, _, work in self._delayed:
-            yield work
+    def clear(self) -> None:
+        """Drop everything held (the job stopped; the ledger accounts for the items)."""
         self._ready.clear()
         self._open.clear()
         self._delayed.clear()

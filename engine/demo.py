@@ -51,7 +51,7 @@ async def run_demo(settings: DemoSettings) -> tuple[Report, dict[str, Any]]:
     """Start the mock on 127.0.0.1, run the job, return the report and the mock's stats."""
     from .adapters.mocks.common import Faults, Latency
     from .adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-    from .adapters.zoho import ZohoLimits, ZohoPeople
+    from .adapters.zoho import ZohoPeople
 
     per_batch = max(1, settings.learners // settings.batches)
     state = ZohoMockState.generate(courses=2, batches_per_course=max(1, settings.batches // 2),
@@ -70,7 +70,7 @@ async def run_demo(settings: DemoSettings) -> tuple[Report, dict[str, Any]]:
         adapter = ZohoPeople(
             session=session, base_url=server.url, accounts_url=server.url,
             refresh_token=config.refresh_token, client_id=config.client_id, client_secret=config.client_secret,
-            limits=ZohoLimits(margin=max(1.0, 0.02 / settings.time_scale)), time_scale=settings.time_scale,
+            time_scale=settings.time_scale,
         )
         items = demo_items(batches, settings.seed)
         if settings.results is not None:

@@ -1,10 +1,17 @@
 """Per-endpoint call limiters.
 
-:class:`RollingWindowLimiter` guarantees: **never more than ``max_calls`` call starts in
-any window of ``window`` seconds** (any, not just calendar windows), and, if
-``min_interval`` is set, consecutive starts at least that far apart. ``margin`` widens
-the window on our side to absorb the network's delay jitter between our clock (when we
-start a call) and the vendor's (when the call arrives).
+:class:`RollingWindowLimiter` guarantees: **the vendor never sees more than ``max_calls``
+calls arrive in any window of ``window`` seconds** (any, not just calendar windows),
+whatever the network's delays, and, if ``min_interval`` is set, our call starts are at
+least that far apart.
+
+How, without knowing the delays: a call reaches the vendor after we start it and before
+its answer reaches us. So each start is checked against the *end* of the call
+``max_calls`` starts before it (the moment its answer, or its failure, came back):
+``start[k + N] >= end[k] + window`` gives ``arrival[k + N] >= start[k + N] >= end[k] +
+window >= arrival[k] + window``. A call still in flight holds the start that depends on
+it. The price is one call's latency per window (about 1 % for Zoho's minute); ``margin``
+adds a fixed amount on top if a vendor counts by a clock that rounds.
 
 That is a stronger promise than a leaky bucket's: ``aiolimiter.AsyncLimiter(30, 60)``
 allows a full burst on top of a drained bucket, so up to 59 calls can land in one rolling
@@ -27,12 +34,26 @@ from typing import Protocol
 import anyio
 
 
+class Permit:
+    """One call's slot: when it started, and when its answer came back (``inf`` until then)."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.end = math.inf
+
+
 class CallLimiter(Protocol):
     """What the pipeline needs of a limiter. A shared backend (several processes drawing
-    on one tenant's quota) implements the same two methods."""
+    on one tenant's quota) implements the same three methods."""
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Permit:
         """Wait until a call may start, and count it as started now."""
+        ...
+
+    def done(self, permit: Permit) -> None:
+        """The call of ``permit`` ended: its answer (or its failure) is back."""
         ...
 
     def pause(self, seconds: float) -> None:
@@ -41,31 +62,33 @@ class CallLimiter(Protocol):
 
 
 class Schedule(Protocol):
-    """When the next call may start, given the starts recorded so far."""
+    """When the next call may start (or when to look again), given the calls so far."""
 
     def earliest_start(self, now: float) -> float: ...
 
-    def record(self, start: float) -> None: ...
+    def record(self, start: float) -> Permit: ...
 
 
-async def start_when_allowed(schedule: Schedule, clock: Callable[[], float]) -> None:
+async def start_when_allowed(schedule: Schedule, clock: Callable[[], float]) -> Permit:
     """Wait until ``schedule`` allows a start, then record it. There is no await between
     the last check and the record, so concurrent callers never share one slot."""
     while True:
         now = clock()
         at = schedule.earliest_start(now)
         if at <= now:
-            schedule.record(now)
-            return
-        await anyio.sleep(at - now)  # then check again: a pause may have come meanwhile
+            return schedule.record(now)
+        await anyio.sleep(at - now)  # then check again: a pause or an answer may have come
 
 
 class WindowSchedule:
-    """Start times of the last ``max_calls`` calls, and the earliest next start they allow.
+    """The last ``max_calls`` calls (start, end), and the earliest next start they allow.
 
-    Invariant: if every start is recorded at a time ``>= earliest_start(now)``, then for
-    any ``i``, ``start[i + max_calls] - start[i] >= window + margin``, hence no half-open
-    window of ``window`` seconds holds more than ``max_calls`` starts.
+    Invariant: if every start is recorded at a time ``>= earliest_start(now)`` and every
+    call's end is set when its answer is back, then ``start[i + max_calls] >= end[i] +
+    window + margin`` for every ``i``; since a call arrives at the vendor between its start
+    and its end, no half-open window of ``window`` seconds holds more than ``max_calls``
+    arrivals, however the delays vary. While call ``i`` is in flight, ``earliest_start``
+    returns a time to look again, never a time to start.
     """
 
     __slots__ = ("_starts", "margin", "max_calls", "min_interval", "paused_until", "window")
@@ -79,20 +102,26 @@ class WindowSchedule:
         self.window = window
         self.min_interval = min_interval
         self.margin = margin
-        self._starts: deque[float] = deque(maxlen=max_calls)
+        self._starts: deque[Permit] = deque(maxlen=max_calls)
         self.paused_until = -math.inf
 
     def earliest_start(self, now: float) -> float:
         at = max(now, self.paused_until)
         # nextafter: a rounded-down float sum must not put a start a hair inside the window
         if len(self._starts) == self.max_calls:
-            at = max(at, math.nextafter(self._starts[0] + self.window + self.margin, math.inf))
+            oldest = self._starts[0]
+            if oldest.end == math.inf:  # in flight: it may not even have arrived yet
+                at = max(at, now + min(self.window, 1.0) / 20)
+            else:
+                at = max(at, math.nextafter(oldest.end + self.window + self.margin, math.inf))
         if self._starts and self.min_interval > 0:
-            at = max(at, math.nextafter(self._starts[-1] + self.min_interval, math.inf))
+            at = max(at, math.nextafter(self._starts[-1].start + self.min_interval, math.inf))
         return at
 
-    def record(self, start: float) -> None:
-        self._starts.append(start)
+    def record(self, start: float) -> Permit:
+        permit = Permit(start)
+        self._starts.append(permit)
+        return permit
 
     def pause_until(self, until: float) -> None:
         self.paused_until = max(self.paused_until, until)
@@ -123,8 +152,11 @@ class RollingWindowLimiter:
         s = self._schedule
         return f"RollingWindowLimiter({s.max_calls}, {s.window}, min_interval={s.min_interval}, margin={s.margin})"
 
-    async def acquire(self) -> None:
-        await start_when_allowed(self._schedule, self._clock)
+    async def acquire(self) -> Permit:
+        return await start_when_allowed(self._schedule, self._clock)
+
+    def done(self, permit: Permit) -> None:
+        permit.end = max(permit.start, self._clock())
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1
@@ -145,9 +177,13 @@ class UnlimitedLimiter:
         self._clock = clock
         self.pauses = 0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Permit:
         while (wait := self._paused_until - self._clock()) > 0:  # noqa: ASYNC110 (a pause may grow meanwhile)
             await anyio.sleep(wait)
+        return Permit(self._clock())
+
+    def done(self, permit: Permit) -> None:
+        permit.end = self._clock()
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1

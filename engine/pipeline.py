@@ -19,6 +19,7 @@ import itertools
 import math
 import random
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .auth import AuthError, headers_with_retry
 from .chunker import Chunk, ChunkBuffer, Work
 from .journal import Journal
 from .ledger import EndpointStats, Ledger, OutcomeSink, Report
-from .limiter import CallLimiter
+from .limiter import CallLimiter, Permit
 from .logs import get_logger
 from .model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
 from .retry import RetryPolicy
@@ -53,12 +54,19 @@ class JobSettings:
     linger: float = 0.25  # seconds a partial chunk waits for more items while input flows
     outcome_buffer: int = 1_000  # outcomes held for a slow stream consumer
     seed: int | None = None  # for backoff jitter
+    stop_grace: float = 30.0  # seconds a stopping job waits for a stream reader to take what is left
+
+    def __post_init__(self) -> None:
+        if self.max_buffered_items < 1 or self.outcome_buffer < 1:
+            raise ValueError("max_buffered_items and outcome_buffer must be at least 1")
+        if self.linger < 0 or self.max_throttles < 0 or self.stop_grace < 0:
+            raise ValueError("linger, max_throttles and stop_grace cannot be negative")
 
 
 class _Endpoint:
     """One endpoint's state during a job."""
 
-    __slots__ = ("buffer", "limiter", "open_items", "spec", "stats")
+    __slots__ = ("buffer", "claims", "largest_answered", "limiter", "open_items", "spec", "stats")
 
     def __init__(self, spec: EndpointSpec, cap_items: int, linger: float) -> None:
         self.spec = spec
@@ -66,6 +74,8 @@ class _Endpoint:
         self.buffer = ChunkBuffer(cap_items, linger=linger)
         self.stats = EndpointStats(cap_items=cap_items)
         self.open_items = 0  # routed here and not ended yet
+        self.claims = 0  # workers waiting for a permit, each for a chunk it may take
+        self.largest_answered = 0  # the most items a call here was answered for
 
 
 class FatalJobError(Exception):
@@ -112,6 +122,7 @@ class Job:
         self._changed = anyio.Event()
         self._space = anyio.Event()
         self._task_group: TaskGroup | None = None
+        self._undelivered: deque[ItemOutcome] = deque()
         self._chunk_ids = itertools.count(1)
 
     @property
@@ -139,8 +150,11 @@ class Job:
                 reason = self._stop_reason or "the job was cancelled"
                 self._stop_reason = reason
                 for ep in self._endpoints.values():
-                    ep.buffer.drain()
-                self._ledger.end_all_open(reason)
+                    ep.buffer.clear()
+                self._undelivered.extend(self._ledger.end_all_open(reason))
+            if self._outcomes is not None and self._undelivered:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.stop_grace):
+                    await self._deliver()
             self.report.stopped = self._stop_reason
             for ep in self._endpoints.values():
                 ep.stats.cap_items = ep.buffer.cap_items
@@ -174,13 +188,28 @@ class Job:
         self._space = anyio.Event()
 
     async def _emit(self, outcomes: Sequence[ItemOutcome]) -> None:
-        if self._outcomes is None:
-            return
+        if self._outcomes is not None:
+            self._undelivered.extend(outcomes)
+            await self._deliver()
+
+    async def _deliver(self) -> None:
+        """Hand queued outcomes to the stream reader with ``send_nowait`` only: an outcome is
+        either handed over or still queued here, never both, so a cancelled wait can
+        neither lose one nor deliver it twice. Polls (up to 50 ms) while the reader lags."""
+        stream, delay = self._outcomes, 0.001
         try:
-            for outcome in outcomes:
-                await self._outcomes.send(outcome)
+            while self._undelivered and stream is not None:
+                try:
+                    stream.send_nowait(self._undelivered[0])
+                except anyio.WouldBlock:
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                self._undelivered.popleft()
+                delay = 0.001
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._outcomes = None  # the consumer left; the ledger and sinks still have them
+            self._outcomes = None  # the reader left; the ledger and sinks still have them
+            self._undelivered.clear()
             self._stop("the outcome stream's reader went away")
 
     # -- intake ---------------------------------------------------------------------------
@@ -196,6 +225,7 @@ class Job:
         now = anyio.current_time()
         try:
             async for batch in _batches(self._items):
+                now = anyio.current_time()
                 for raw in batch:
                     work = Work(index, raw if isinstance(raw, Item) else placeholder_item(raw))
                     index += 1
@@ -208,12 +238,15 @@ class Job:
                                 seen.add(hash((item.operation, item.target, item.subject)))
                             await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
                             continue
-                    op = operations.get(item.operation)
-                    problem = intake_problem(raw, item, op, targets)
+                    try:
+                        op = operations.get(item.operation)
+                        problem = intake_problem(raw, item, op, targets)
+                        key = hash((item.operation, item.target, item.subject))
+                    except TypeError:  # a list where an id should be: unhashable
+                        op, problem = None, "the operation, target and id must be strings"
                     if problem is not None or op is None:
                         await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
                         continue
-                    key = hash((item.operation, item.target, item.subject))
                     if key in seen:
                         await self._emit([ledger.end(work, Outcome.DUPLICATE, "duplicate",
                                                      "the same item appeared earlier in the input")])
@@ -231,7 +264,6 @@ class Job:
                 if index - checkpointed >= 256:  # let the workers run
                     checkpointed = index
                     await anyio.lowlevel.checkpoint()
-                    now = anyio.current_time()
         except Exception as exc:  # the caller's input failed: finish what was read, say why
             self._stop_reason = scrub(f"the input failed after {index} items: {type(exc).__name__}: {exc}")
             self._log.error("input.failed", after_items=index, error=self._stop_reason)
@@ -247,16 +279,24 @@ class Job:
             await anyio.lowlevel.checkpoint_if_cancelled()  # calls are shielded; stop here
             now = anyio.current_time()
             flush = self._intake_done or ep.buffer.count >= high_water
-            if ep.buffer.has_chunk(now, flush_partial=flush):
-                # credentials first: a token fetch between the permit and the wire would
-                # make this call arrive later than the limiter counted it
-                credentials = await self._credentials()
-                await ep.limiter.acquire()
-                # the limiter said go: send the fullest chunk there is now
-                chunk = ep.buffer.take(anyio.current_time(), flush_partial=True)
+            # claim one of the chunks that may go now; a worker with no chunk to claim
+            # waits below, so no permit is spent on a chunk another worker takes
+            if ep.buffer.takeable(now, flush_partial=flush) > ep.claims:
+                ep.claims += 1
+                try:
+                    # credentials first: a token fetch between the permit and the wire would
+                    # make this call arrive later than the limiter counted it
+                    credentials = await self._credentials()
+                    permit = await ep.limiter.acquire()
+                    # the limiter said go: send the fullest chunk there is now
+                    chunk = ep.buffer.take(anyio.current_time(), flush_partial=True)
+                finally:
+                    ep.claims -= 1
                 self._notify_space()
-                if chunk is not None:
-                    await self._send(ep, chunk, credentials)
+                if chunk is None:
+                    ep.limiter.done(permit)
+                else:
+                    await self._send(ep, chunk, credentials, permit)
                     self._notify()
                 continue
             if self._intake_done and ep.open_items == 0:
@@ -278,7 +318,9 @@ class Job:
                 self._stop(scrub(f"auth: {exc}"))
                 await anyio.lowlevel.checkpoint()  # delivers the cancellation
 
-    async def _send(self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]]) -> None:
+    async def _send(
+        self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]], permit: Permit
+    ) -> None:
         op, target, works = chunk.operation, chunk.target, chunk.works
         subjects = [w.item.subject for w in works]
         request = op.build_request(target, subjects)
@@ -303,6 +345,8 @@ class Job:
                     answer_lost = True
                 else:
                     result = _read(op, target, subjects, response)
+                finally:
+                    ep.limiter.done(permit)  # the window counts from the answer: see limiter.py
             log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
             if result.verdict is CallVerdict.AUTH_EXPIRED and not chunk.auth_refreshed:
                 chunk.auth_refreshed = True
@@ -318,7 +362,7 @@ class Job:
                         ep.stats.auth_refreshes += 1
                         log.info("auth.refreshed")
                     credentials = await self._credentials()
-                    await ep.limiter.acquire()  # the re-send is a call like any other
+                    permit = await ep.limiter.acquire()  # the re-send is a call like any other
                     continue
             break
         ended = self._act(ep, chunk, result, answer_lost, log)
@@ -336,7 +380,10 @@ class Job:
             ended.append(self._ledger.end(w, outcome, code, message))
             ep.open_items -= 1
 
+        if verdict is CallVerdict.TOO_LARGE and len(works) <= ep.largest_answered:
+            verdict = CallVerdict.SPLIT  # calls this size were answered: an item is refused, not the size
         if verdict is CallVerdict.ANSWERED:
+            ep.largest_answered = max(ep.largest_answered, len(works))
             retry: list[Work] = []
             for w, r in zip(works, result.items, strict=True):
                 if r.verdict is ItemVerdict.FINAL and r.outcome is not None:
@@ -359,7 +406,7 @@ class Job:
             again = []
             for w in works:
                 w.throttles += 1
-                if w.throttles > self.settings.max_throttles:
+                if w.throttles >= self.settings.max_throttles:
                     end(w, Outcome.GAVE_UP, result.code, f"throttled {w.throttles} times: {result.message}")
                 else:
                     again.append(w)
@@ -368,7 +415,9 @@ class Job:
         elif verdict in (CallVerdict.SPLIT, CallVerdict.TOO_LARGE) and len(works) > 1:
             half = (len(works) + 1) // 2
             if verdict is CallVerdict.TOO_LARGE:
-                new_cap = max(1, len(works) // 2)  # by the refused size: calls in flight together halve once
+                # by the refused size (calls in flight together halve once), never below a size
+                # that was answered
+                new_cap = max(1, len(works) // 2, ep.largest_answered)
                 if new_cap < ep.buffer.cap_items:
                     ep.buffer.cap_items = new_cap
                     ep.stats.cap_halvings += 1
@@ -379,7 +428,7 @@ class Job:
             ep.buffer.put_pinned(op, chunk.target, works[half:], now)
             ep.buffer.put_pinned(op, chunk.target, works[:half], now)
         elif verdict is CallVerdict.FATAL:
-            self._stop(f"{result.code}: {result.message}")
+            self._stop(scrub(f"{result.code}: {result.message}"))
         else:  # FAILED, a refused single item, or credentials refused after a refresh
             for w in works:
                 end(w, Outcome.FAILED, result.code, result.message)
@@ -396,7 +445,7 @@ class Job:
             if code is not None or message is not None:
                 w.last_code, w.last_message = code, message
             assert w.first_sent_at is not None
-            if policy.may_retry(w.failures, w.first_sent_at, now):
+            if policy.may_retry(w.failures, w.first_sent_at, now + delay):  # as of the re-send
                 ep.buffer.put_later(op, w, now + delay)
             else:
                 end(w, Outcome.GAVE_UP, w.last_code, f"gave up after {w.sends} sends: {w.last_message}")
@@ -407,7 +456,7 @@ def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], respo
     try:
         result = op.read_response(target, subjects, response)
     except Exception as exc:  # an answer the adapter could not read: retry, never crash
-        return CallResult.whole(CallVerdict.RETRY, "unreadable", f"{type(exc).__name__}: {exc}")
+        return CallResult.whole(CallVerdict.RETRY, "unreadable", scrub(f"{type(exc).__name__}: {exc}"))
     if result.verdict is CallVerdict.ANSWERED and len(result.items) != len(subjects):
         return CallResult.whole(CallVerdict.RETRY, "unreadable",
                                 f"the answer covered {len(result.items)} of {len(subjects)} items")

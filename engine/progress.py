@@ -26,7 +26,7 @@ import anyio
 
 from .adapter import EndpointSpec
 from .ledger import Report
-from .limiter import CallLimiter
+from .limiter import CallLimiter, Permit
 from .model import ItemOutcome, Outcome
 from .plan import format_duration
 
@@ -47,16 +47,19 @@ class ObservedLimiter:
         self.paused_until = 0.0
         self.pauses = 0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Permit:
         self.waiters += 1
         if self.waiters == 1:
             self.waiting_since = self._clock()
         try:
-            await self.inner.acquire()
+            return await self.inner.acquire()
         finally:
             self.waiters -= 1
             if self.waiters:
                 self.waiting_since = self._clock()
+
+    def done(self, permit: Permit) -> None:
+        self.inner.done(permit)
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self._clock() + seconds)

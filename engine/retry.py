@@ -27,10 +27,17 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
+        if self.base_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+            raise ValueError("delays cannot be negative and multiplier must be at least 1")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be positive (or None)")
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait before the send that follows the ``failures``-th failure."""
-        ceiling = min(self.max_delay, self.base_delay * self.multiplier ** max(0, failures - 1))
+        try:
+            ceiling = min(self.max_delay, self.base_delay * self.multiplier ** max(0, failures - 1))
+        except OverflowError:  # a huge multiplier: the cap applies
+            ceiling = self.max_delay
         return ceiling * (1.0 - self.jitter) + ceiling * self.jitter * rng.random()
 
     def may_retry(self, attempts: int, first_sent_at: float, now: float) -> bool:

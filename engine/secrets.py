@@ -10,6 +10,9 @@ from __future__ import annotations
 
 _KNOWN_VALUES: set[str] = set()
 MASK = "***"
+# shorter values are not blanked in free text: "admin" would turn "administrators" into
+# "***istrators". They are still Secrets, so never printed by repr, str or format.
+SCRUB_MIN_LENGTH = 8
 
 
 class Secret:
@@ -19,7 +22,7 @@ class Secret:
         if isinstance(value, Secret):
             value = value.reveal()
         self._value = value
-        if len(value) >= 4:  # blanking very short strings would mangle ordinary text
+        if len(value) >= SCRUB_MIN_LENGTH:
             _KNOWN_VALUES.add(value)
 
     def reveal(self) -> str:

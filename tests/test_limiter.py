@@ -8,7 +8,7 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.limiter import RollingWindowLimiter, WindowSchedule
+from unenroll.limiter import Permit, RollingWindowLimiter, WindowSchedule
 
 
 def _most_in_any_window(starts: list[float], window: float) -> int:
@@ -26,45 +26,62 @@ def _most_in_any_window(starts: list[float], window: float) -> int:
     max_calls=st.integers(1, 40),
     window=st.floats(0.5, 120.0),
     min_interval=st.sampled_from([0.0, 0.1, 2.0]),
-    gaps=st.lists(st.floats(0.0, 5.0), min_size=1, max_size=300),
-    pause_at=st.one_of(st.none(), st.integers(0, 299)),
+    calls=st.lists(
+        st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 30.0), st.floats(0.0, 1.0)),  # gap, latency, where it lands
+        min_size=1, max_size=250,
+    ),
+    pause_at=st.one_of(st.none(), st.integers(0, 249)),
 )
-def test_no_window_ever_holds_more_than_max_calls(
-    max_calls: int, window: float, min_interval: float, gaps: list[float], pause_at: int | None
+def test_the_vendor_never_sees_more_than_max_calls_in_any_window(
+    max_calls: int, window: float, min_interval: float, calls: list[tuple[float, float, float]], pause_at: int | None
 ) -> None:
+    """Whatever each call's latency, and wherever in its flight it reaches the vendor."""
     schedule = WindowSchedule(max_calls, window, min_interval=min_interval)
+    in_flight: list[tuple[float, Permit]] = []  # (end, permit)
     starts: list[float] = []
-    arrival = 0.0
-    for i, gap in enumerate(gaps):
-        arrival += gap
+    arrivals: list[float] = []
+    now = 0.0
+    for i, (gap, latency, lands_at) in enumerate(calls):
+        now += gap
         if pause_at == i:
-            schedule.pause_until(arrival + window / 2)
-        now = max(arrival, starts[-1] if starts else 0.0)  # callers are served in order
-        start = schedule.earliest_start(now)
-        assert start >= now
-        schedule.record(start)
-        starts.append(start)
-    assert _most_in_any_window(starts, window) <= max_calls
+            schedule.pause_until(now + window / 2)
+        while True:
+            for end, permit in [f for f in in_flight if f[0] <= now]:
+                permit.end = end  # its answer came back
+            in_flight = [f for f in in_flight if f[0] > now]
+            at = schedule.earliest_start(now)
+            if at <= now:
+                permit = schedule.record(now)
+                in_flight.append((now + latency, permit))
+                starts.append(now)
+                arrivals.append(now + lands_at * latency)
+                break
+            now = min([at, *(end for end, _ in in_flight)])  # the next thing that can change
+    assert _most_in_any_window(sorted(arrivals), window) <= max_calls
     if min_interval:
         assert all(b - a >= min_interval - 1e-9 for a, b in itertools.pairwise(starts))
 
 
 @settings(max_examples=200, deadline=None)
 @given(max_calls=st.integers(1, 30), window=st.floats(1.0, 60.0), calls=st.integers(1, 200))
-def test_a_backlog_runs_at_exactly_the_limit(max_calls: int, window: float, calls: int) -> None:
-    """No idle time either: with everything queued at t=0, call k starts at (k // N) * W."""
+def test_a_backlog_of_instant_calls_runs_at_exactly_the_limit(max_calls: int, window: float, calls: int) -> None:
+    """No idle time either: with everything queued at t=0 and instant answers, call k
+    starts at (k // N) * W."""
     schedule = WindowSchedule(max_calls, window)
     for k in range(calls):
         start = schedule.earliest_start(0.0)
         assert abs(start - (k // max_calls) * window) < 1e-6 * max(1.0, start)
-        schedule.record(start)
+        schedule.record(start).end = start
 
 
-def test_margin_widens_our_window() -> None:
+def test_a_call_in_flight_holds_the_start_that_depends_on_it() -> None:
     schedule = WindowSchedule(2, 10.0, margin=0.5)
-    for _ in range(2):
-        schedule.record(schedule.earliest_start(0.0))
-    assert 10.5 <= schedule.earliest_start(0.0) < 10.5 + 1e-9
+    first = schedule.record(0.0)
+    schedule.record(0.0).end = 0.1
+    assert schedule.earliest_start(3.0) < 3.0 + 1.0  # a time to look again, not a start
+    assert schedule.earliest_start(3.0) > 3.0
+    first.end = 4.0  # its answer came back late: the window counts from there
+    assert 14.5 <= schedule.earliest_start(5.0) < 14.5 + 1e-9
 
 
 async def test_concurrent_acquirers_respect_the_window_on_the_real_clock() -> None:
@@ -72,8 +89,9 @@ async def test_concurrent_acquirers_respect_the_window_on_the_real_clock() -> No
     starts: list[float] = []
 
     async def call() -> None:
-        await limiter.acquire()
+        permit = await limiter.acquire()
         starts.append(anyio.current_time())
+        limiter.done(permit)
 
     async with anyio.create_task_group() as tg:
         for _ in range(17):

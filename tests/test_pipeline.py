@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
 from unenroll import Item, ItemOutcome, Job, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
+from unenroll.limiter import Permit
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import TransportError
 
@@ -277,3 +278,121 @@ async def test_an_internal_error_still_accounts_for_every_item_and_names_the_cau
         await job.run()
     assert job.report.stopped == "internal error: RuntimeError: sink is full"
     assert sum(job.report.counts.values()) == job.report.total == 100
+
+
+# -- found by review: each pins a fixed bug ----------------------------------------------
+
+
+async def test_a_lockstep_stream_stage_does_not_hang(fake_vendor: Callable[..., FakeVendor]) -> None:
+    """The upstream yields its next item only after it saw the previous outcome."""
+    seen_outcome = anyio.Event()
+
+    async def upstream() -> AsyncIterator[Item]:
+        nonlocal seen_outcome
+        for item in items_for(3, targets=1):
+            yield item
+            await seen_outcome.wait()
+            seen_outcome = anyio.Event()
+
+    got: list[ItemOutcome] = []
+    with anyio.fail_after(10):  # a hang fails the test instead of blocking the suite
+        async with stream(fake_vendor(), upstream(), settings=JobSettings(linger=0.01)) as outcomes:
+            async for outcome in outcomes:
+                got.append(outcome)
+                seen_outcome.set()
+    assert [o.outcome for o in got] == [Outcome.UNENROLLED] * 3
+
+
+async def test_a_stream_reader_gets_the_not_sent_outcomes_of_a_stopped_job(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        return CallResult.whole(CallVerdict.FATAL, "SU:02", "bad API keys")
+
+    seen: list[ItemOutcome] = []
+    async with stream(fake_vendor(decide=decide), items_for(100), settings=SETTINGS) as outcomes:
+        async for outcome in outcomes:
+            seen.append(outcome)
+    assert_exactly_once(seen, 100)
+    assert {o.outcome for o in seen} == {Outcome.NOT_SENT}
+
+
+async def test_idle_workers_spend_no_permits_on_chunks_others_take(fake_vendor: Callable[..., FakeVendor]) -> None:
+    class CountingLimiter:
+        def __init__(self) -> None:
+            self.permits = 0
+
+        async def acquire(self) -> Permit:
+            self.permits += 1
+            await anyio.sleep(0.01)
+            return Permit(anyio.current_time())
+
+        def done(self, permit: Permit) -> None:
+            pass
+
+        def pause(self, seconds: float) -> None:
+            pass
+
+    limiter = CountingLimiter()
+    vendor = fake_vendor(max_items=10, max_in_flight=4)
+    report = await run(vendor, items_for(30, targets=1), settings=SETTINGS, limiters={"bulk": limiter})
+    assert report.counts == {"unenrolled": 30}
+    assert limiter.permits == report.calls == 3
+
+
+def test_settings_that_cannot_work_are_refused_up_front() -> None:
+    for bad in ({"max_buffered_items": 0}, {"linger": -1.0}, {"max_throttles": -1}):
+        with pytest.raises(ValueError):
+            JobSettings(**bad)  # type: ignore[arg-type]
+    for bad_policy in ({"multiplier": 0.5}, {"base_delay": -1.0}, {"deadline": 0.0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad_policy)  # type: ignore[arg-type]
+    assert RetryPolicy(multiplier=1e300, max_delay=7.0, jitter=0.0).backoff(50, random.Random(0)) == 7.0
+
+
+async def test_no_item_is_resent_after_its_deadline(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        return CallResult.whole(CallVerdict.RETRY, "503", "unavailable")
+
+    vendor = fake_vendor(decide=decide, max_items=1)
+    policy = RetryPolicy(max_attempts=100, deadline=0.1, base_delay=0.03, multiplier=1.0, jitter=0.0)
+    report = await run(vendor, items_for(1), settings=JobSettings(retry=policy, linger=0.0))
+    assert report.counts == {"gave_up": 1}
+    assert len(vendor.calls) == 4  # sends at 0, .03, .06, .09; the next would be at .12 > .1
+
+
+async def test_an_item_meets_at_most_max_throttles_throttles(fake_vendor: Callable[..., FakeVendor]) -> None:
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        return CallResult.whole(CallVerdict.THROTTLED, "429", "slow down", retry_after=0.0)
+
+    vendor = fake_vendor(decide=decide, max_items=1)
+    report = await run(vendor, items_for(1), settings=JobSettings(max_throttles=3, linger=0.0))
+    assert report.counts == {"gave_up": 1}
+    assert len(vendor.calls) == 3
+
+
+async def test_one_refused_item_does_not_shrink_the_cap_below_sizes_that_worked(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    """A vendor that reads one bad item as "too large" must not turn 1,000 items into 1,000 calls."""
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        if "1500" in subjects:
+            return CallResult.whole(CallVerdict.TOO_LARGE, "400", "limit reached for user")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    vendor = fake_vendor(decide=decide, max_items=50, max_in_flight=1)
+    report = await run(vendor, [Item("unenroll", ("c",), str(1000 + i)) for i in range(1000)], settings=SETTINGS)
+    assert report.counts == {"unenrolled": 999, "failed": 1}
+    assert report.endpoints["bulk"].cap_items == 50
+    assert len(vendor.calls) <= 20 + 2 * 6
+
+
+async def test_an_item_with_unhashable_fields_is_rejected_and_the_input_goes_on(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    items: list[Item] = [Item("unenroll", ("c",), "1"), Item("unenroll", ("c", ["x"]), "2"),  # type: ignore[list-item]
+                         Item(["unenroll"], ("c",), "3"), Item("unenroll", ("c",), "4")]  # type: ignore[arg-type]
+    report = await run(fake_vendor(), items, settings=SETTINGS)
+    assert report.counts == {"unenrolled": 2, "rejected": 2}
+    assert report.stopped is None

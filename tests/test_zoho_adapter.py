@@ -161,3 +161,18 @@ def test_the_adapter_needs_credentials_and_hides_them() -> None:
         zoho.ZohoPeople(transport=object())  # type: ignore[arg-type]
     adapter = zoho.ZohoPeople(transport=object(), access_token="1000.very-secret-token")  # type: ignore[arg-type]
     assert "very-secret" not in repr(adapter) and "very-secret" not in repr(adapter.auth)
+
+
+def test_a_404_without_zohos_error_body_is_fatal_never_not_enrolled() -> None:
+    """A wrong base URL must not make every learner read as "not enrolled" (exit 0)."""
+    html = HttpResponse(404, b"<html>Not Found</html>", {})
+    for read in (zoho.read_remove_learner, zoho.read_unenroll):
+        result = read((COURSE, BATCH), ["1"], html)
+        assert result.verdict is CallVerdict.FATAL and "base URL" in (result.message or "")
+    zoho_404 = answer(404, {"code": "404", "message": "Learner not found"})
+    assert zoho.read_remove_learner((COURSE, BATCH), ["1"], zoho_404).items[0].outcome is Outcome.NOT_ENROLLED
+
+
+@pytest.mark.parametrize("bad", ["0070", "12345678901234567890"])
+def test_ids_that_are_not_json_longs_are_rejected(bad: str) -> None:
+    assert zoho.validate(Item("unenroll", (COURSE, BATCH), bad)) is not None
