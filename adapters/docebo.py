@@ -43,7 +43,15 @@ from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
-from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
+from unenroll.transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    Transport,
+    json_body,
+    require_private_channel,
+    retry_after_seconds,
+)
 
 UNENROLL = "unenroll"
 READ_ENROLLMENTS = "read_enrollments"
@@ -417,6 +425,7 @@ class Docebo:
         if transport is None:
             if session is None:
                 raise ValueError("give an aiohttp session (or a transport)")
+            require_private_channel("base_url", base_url)  # the token endpoint is on the same host
             transport = AiohttpTransport(session, base_url, timeout=timeout)
         self.transport = transport
         if auth is None:

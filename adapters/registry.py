@@ -28,6 +28,7 @@ from unenroll.adapter import Adapter
 from unenroll.config import ConfigError, Credentials, RunSettings
 from unenroll.inputs import Column, RowShape
 from unenroll.secrets import Secret
+from unenroll.transport import is_loopback
 
 if TYPE_CHECKING:
     import aiohttp
@@ -147,8 +148,14 @@ def _build_zoho(request: BuildRequest) -> Adapter:
     s = request.settings
     c = s.connection
     base_url = check_url("base_url", c.base_url or zoho.BASE_URL, allow_insecure_http=c.allow_insecure_http)
-    accounts_url = c.accounts_url or _zoho_accounts_url(base_url) or zoho.ACCOUNTS_URL
+    # a mock on this machine serves the token endpoint too: never send its run's refresh
+    # token to a real Zoho accounts server by default
+    default_accounts = base_url if is_loopback(base_url) else _zoho_accounts_url(base_url) or zoho.ACCOUNTS_URL
+    accounts_url = c.accounts_url or default_accounts
     check_url("accounts_url", accounts_url, allow_insecure_http=c.allow_insecure_http)
+    if is_loopback(base_url) and not is_loopback(accounts_url):
+        raise ConfigError("base_url is a mock on this machine but accounts_url is not: the refresh token would "
+                          "go to a real Zoho accounts server; point accounts_url at the mock too")
     refresh, client_id, client_secret, access = (_credential(request, n) for n in ZOHO_CREDENTIALS)
     if not (refresh and client_id and client_secret) and not access:
         if not request.dry_run:

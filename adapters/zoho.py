@@ -31,7 +31,16 @@ from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
-from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, json_body, retry_after_seconds
+from unenroll.transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    Transport,
+    is_loopback,
+    json_body,
+    require_private_channel,
+    retry_after_seconds,
+)
 
 UNENROLL = "unenroll"
 REMOVE_LEARNER = "remove_learner"
@@ -338,12 +347,19 @@ class ZohoPeople:
         if transport is None:
             if session is None:
                 raise ValueError("give an aiohttp session (or a transport)")
+            require_private_channel("base_url", base_url)
             transport = AiohttpTransport(session, base_url, timeout=timeout)
         self.transport = transport
         if auth is None:
             if refresh_token is not None and client_id is not None and client_secret is not None:
                 if session is None:
                     raise ValueError("refreshing tokens needs an aiohttp session")
+                require_private_channel("accounts_url", accounts_url)
+                if is_loopback(base_url) and not is_loopback(accounts_url):
+                    raise ValueError(
+                        "base_url is a mock on this machine but accounts_url is not: the refresh token would go "
+                        "to a real Zoho accounts server; point accounts_url at the mock too"
+                    )
                 auth = OAuthTokenAuth(
                     AiohttpTransport(session, accounts_url, timeout=timeout),
                     "/oauth/v2/token",

@@ -149,8 +149,8 @@ Above confirm_above items (1,000) the run asks before it starts; scripts pass --
 
 \b
 Exit codes:
-    0  every item reached the wanted state (rows refused before sending are in the results)
-    1  some items failed, gave up or were not sent
+    0  every item reached the wanted state (repeated rows aside)
+    1  some rows were rejected, or some items failed, gave up or were not sent
     2  bad usage, input, settings or credentials, journal in use, or not confirmed: nothing sent
     3  a fatal vendor error stopped the job (or the backup failed)
     130/143  stopped by Ctrl-C / SIGTERM: resume with --resume
@@ -518,9 +518,13 @@ class _Run:
         if report is None:
             return EXIT_FATAL
         if report.stopped:
-            return EXIT_USAGE if report.stopped.startswith("the input failed") else EXIT_FATAL
-        if any(report.counts.get(k) for k in ("failed", "gave_up", "not_sent")):
-            return EXIT_SOME_FAILED
+            if report.stopped.startswith("the input failed"):
+                return EXIT_USAGE
+            if report.stopped.startswith("auth:") and report.calls == 0:
+                return EXIT_USAGE  # the credentials were refused before anything was sent
+            return EXIT_FATAL
+        if any(report.counts.get(k) for k in ("failed", "gave_up", "not_sent", "rejected")):
+            return EXIT_SOME_FAILED  # rejected rows too: a script must not read them as success
         return EXIT_OK
 
     def _finish(self, report: Report, input_sha256: str, fingerprint: str) -> int:
@@ -623,7 +627,10 @@ def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, 
                           batches=batches, learners=learners, plans=plans, courses_per_plan=courses_per_plan,
                           enrolled=enrolled, queued=queued, queue_delay=queue_delay, environ=dict(os.environ))
     app, env = build_mock(vendor, options)
-    anyio.run(_serve_mock, vendor, app, host, port, time_scale, env)
+    try:
+        anyio.run(_serve_mock, vendor, app, host, port, time_scale, env)
+    except OSError as exc:  # the port is taken, or the host is not ours
+        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 async def _serve_mock(vendor: str, app: Any, host: str, port: int, time_scale: float, env: Sequence[str]) -> None:

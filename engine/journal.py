@@ -87,8 +87,13 @@ class Journal:
         """
         path = Path(path)
         existed = path.exists() and path.stat().st_size > 0
+        if existed:
+            with path.open("rb") as head:
+                if head.read(16) != b"SQLite format 3\x00":  # opening it would rewrite it as a database
+                    raise JournalError(f"{path} is not an unenroll journal; it was left as it is")
         if existed and not resume:
-            raise JournalError(f"journal {path} already exists: resume it with --resume, or use a new path")
+            raise JournalError(f"journal {path} already exists: resume its job (resume=True, --resume) "
+                               "or choose another journal path")
         if resume and not existed:
             raise JournalError(f"journal {path} does not exist: there is nothing to resume")
         conn = sqlite3.connect(path, isolation_level=None, timeout=0.0, check_same_thread=False)
@@ -137,7 +142,7 @@ class Journal:
             raise JournalError(f"{path} was written by another version of unenroll")
         if meta.get("fingerprint") != fingerprint:
             raise JournalError(
-                f"journal {path} belongs to another job (different input file, vendor or operation)"
+                f"journal {path} belongs to another job (different input, vendor, operation or options)"
             )
 
     # -- resume ---------------------------------------------------------------------------

@@ -47,6 +47,28 @@ class HttpResponse:
         return None
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+
+
+def require_private_channel(name: str, url: str) -> None:
+    """Refuse a URL that would carry credentials in clear over a network: ``https://``,
+    or ``http://`` to this machine only (a local mock)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise ValueError(f"{name} must be https:// (plain http only to a mock on this machine), not {url!r}")
+
+
 class TransportError(Exception):
     """The call got no readable answer: timeout, dropped connection, refused connection.
 

@@ -174,7 +174,7 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     source = tmp_path / "learners.csv"
     source.write_bytes(data)
     result = run_cli(["run", "zoho", str(source)], zoho_env(zoho_mock.url), tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]  # rejected rows: a script must notice
     assert "Traceback" not in result.stderr
 
     rows = read_results(tmp_path / "learners.results.csv")
@@ -200,7 +200,7 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     assert "unenrolled" in result.stdout and "rejected" in result.stdout  # the summary
     report = json.loads((tmp_path / "learners.results.csv.report.json").read_text())
     assert report["counts"] == {"unenrolled": 5, "not_enrolled": 1, "rejected": 6, "duplicate": 1}
-    assert report["exit_code"] == 0
+    assert report["exit_code"] == 1
 
 
 def test_jsonl_with_mapped_columns_and_a_failed_item_exits_1(tmp_path: Path, zoho_mock: MockProcess) -> None:
@@ -310,7 +310,7 @@ def test_no_credential_appears_in_any_output_log_or_file(tmp_path: Path) -> None
         from_file = {k: v for k, v in env.items() if k != "UNENROLL_ZOHO_CLIENT_SECRET"}
         result = run_cli(["run", "zoho", str(source), "-v", "--json-logs", "--backup", "backup.jsonl",
                           "--credentials-file", str(credentials)], from_file, tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.returncode == 1, result.stderr[-2000:]  # the row "nope" is rejected
         assert "warning" not in result.stderr  # the file is private
         assert "backup reads: at least 1 calls on zoho read_learners" in result.stdout  # the cost, shown first
         assert result.stdout.index("backup reads") < result.stdout.index("backing up") < result.stdout.index("sending")
@@ -320,7 +320,7 @@ def test_no_credential_appears_in_any_output_log_or_file(tmp_path: Path) -> None
         credentials.unlink()
         wrong = {**env, "UNENROLL_ZOHO_CLIENT_SECRET": "wrong-secret-Jd6Hs2Wq9Ez"}
         result = run_cli(["run", "zoho", str(source), "-v", "--results", "again.csv"], wrong, tmp_path)
-        assert result.returncode == 3, result.stderr[-2000:]
+        assert result.returncode == 2, result.stderr[-2000:]  # refused credentials: nothing was sent
         assert "auth" in result.stdout
         outputs += [result.stdout, result.stderr]
         secrets = [*SECRETS.values(), "wrong-secret-Jd6Hs2Wq9Ez"]
