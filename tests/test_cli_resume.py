@@ -120,7 +120,7 @@ def test_kill_9_at_random_moments_then_resume_accounts_for_every_row_once(tmp_pa
                             assert confirmed.setdefault(index, record)[:3] == record[:3]
                     continue
             code, _ = finish(proc, lines, log)
-            assert code == 1,  # done; its one malformed row makes it 1 log.read_text()[-3000:]
+            assert code == 1, log.read_text()[-3000:]  # done; its one malformed row makes it 1
             break
         jobs += 1
         confirmed_total += len(confirmed)
@@ -175,7 +175,7 @@ def test_a_second_process_on_one_journal_is_refused_and_sigterm_stops_cleanly(tm
 
         resumed = subprocess.run([*CLI, *args, "--resume"], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
                                  capture_output=True, text=True, timeout=60)
-        assert resumed.returncode == 1,  # done; its one malformed row makes it 1 resumed.stderr[-3000:]
+        assert resumed.returncode == 1, resumed.stderr[-3000:]  # done; its one malformed row makes it 1
         assert "were confirmed by the earlier run and not sent again" in resumed.stdout
         final = read_results(tmp_path / "in.results.csv")
         assert sorted(r["index"] for r in final) == list(range(102))
