@@ -25,3 +25,15 @@ def test_bad_demo_options_get_a_usage_error_not_a_traceback() -> None:
     outcome = CliRunner().invoke(main, ["demo", "--time-scale", "0"])
     assert outcome.exit_code == 2
     assert "time-scale" in outcome.output and "Traceback" not in outcome.output
+
+
+def test_a_mock_on_a_busy_port_is_a_clear_error_not_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = CliRunner().invoke(main, ["mock", "serve", "zoho", "--port", str(port)])
+    assert outcome.exit_code == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in outcome.output and "Traceback" not in outcome.output

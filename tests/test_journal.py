@@ -88,6 +88,7 @@ def test_a_journal_belongs_to_one_job(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(JournalError, match="not an unenroll journal"):
         Journal.open(tmp_path / "junk.db", "job-1", resume=True)
+    assert (tmp_path / "junk.db").read_bytes() == b"this is not sqlite" * 100  # left as it was
 
 
 def test_a_second_process_on_the_same_journal_is_refused(tmp_path: Path) -> None:

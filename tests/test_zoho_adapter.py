@@ -176,3 +176,18 @@ def test_a_404_without_zohos_error_body_is_fatal_never_not_enrolled() -> None:
 @pytest.mark.parametrize("bad", ["0070", "12345678901234567890"])
 def test_ids_that_are_not_json_longs_are_rejected(bad: str) -> None:
     assert zoho.validate(Item("unenroll", (COURSE, BATCH), bad)) is not None
+
+
+async def test_credentials_only_travel_over_https_or_to_this_machine() -> None:
+    async with aiohttp.ClientSession() as session:
+        creds = {"refresh_token": "r3fresh-secret", "client_id": "cid", "client_secret": "s3cret-value"}
+        with pytest.raises(ValueError, match="https"):
+            zoho.ZohoPeople(session=session, base_url="http://people.zoho.eu",
+                            accounts_url="https://accounts.zoho.eu", **creds)
+        with pytest.raises(ValueError, match="https"):
+            zoho.ZohoPeople(session=session, base_url="https://people.zoho.eu",
+                            accounts_url="http://accounts.zoho.eu", **creds)
+        with pytest.raises(ValueError, match="real Zoho accounts server"):  # a rehearsal with production's token URL
+            zoho.ZohoPeople(session=session, base_url="http://127.0.0.1:8080", **creds)
+        zoho.ZohoPeople(session=session, base_url="http://127.0.0.1:8080", accounts_url="http://127.0.0.1:8080",
+                        **creds)
