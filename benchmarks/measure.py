@@ -21,9 +21,11 @@ defined (``None``, printed ``n/a``), unless the vendor refused calls: then the c
 go over the limit, and spent the span to serve what one burst could have (efficiency 0).
 Above that, a run of a few windows reads lower than a long one: ``least`` has every call
 of the last window start at once, which a client with a few calls in flight cannot do,
-and that spread weighs more in a short span. A client whose limiter adds ``margin`` to
-each window can reach at most ``window / (window + margin)``: the **ceiling** printed
-beside it.
+and that spread weighs more in a short span. The engine's limiter counts each window from
+the *answer* of the call ``max_calls`` starts before (``engine/limiter.py``), so every
+window costs one call's latency plus the limiter's ``margin`` on top: it can reach at most
+``window / (window + latency + margin)``, the **ceiling** printed beside it (latency: the
+mean the mock measured, so the ceiling is if anything a little high).
 
 Docebo's endpoint is bound by "one call in flight", not by the calls per hour, so its
 efficiency is the share of the span with a call in flight (the mock times it).
@@ -116,9 +118,10 @@ def efficiency(reference: EndpointSpec, arrivals: Sequence[float], served: int) 
     return least / span if span > 0 else None
 
 
-def margin_ceiling(window: float, margin: float) -> float:
-    """The best efficiency a limiter that widens each window by ``margin`` can reach."""
-    return window / (window + margin)
+def window_ceiling(window: float, latency: float, margin: float) -> float:
+    """The best efficiency the engine's limiter can reach: each window is counted from the
+    answer of the call ``max_calls`` before, so it lasts ``window + latency + margin``."""
+    return window / (window + latency + margin)
 
 
 def vendor_offsets(arrivals: Sequence[float], time_scale: float) -> list[float]:
@@ -149,6 +152,12 @@ class Recording:
     def served(self, endpoint: str) -> int:
         """Calls counted against the limit: all but the ones refused for it."""
         return len(self.arrivals.get(endpoint, ())) - self.refusals.get(endpoint, 0)
+
+    def mean_latency(self, endpoint: str) -> float:
+        """Mean seconds from a call's arrival to its answer (each arrival has one answer)."""
+        arrivals, answered = self.arrivals.get(endpoint, []), self.answered.get(endpoint, [])
+        count = min(len(arrivals), len(answered))
+        return (sum(answered[:count]) - sum(arrivals[:count])) / count if count else 0.0
 
     def idle_gaps(self, endpoint: str) -> list[float]:
         """For one call at a time: from each answer to the next call's arrival (seconds)."""

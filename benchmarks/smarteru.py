@@ -3,7 +3,7 @@ limit on; once with the limit configured, once learning it from 429s.
 
 SmarterU documents no rate limit; the mock enforces 60 calls in any 60 s and answers the
 call over it with HTTP 429 and a ``Retry-After`` for the rest of the window. The
-"configured" run is told that limit (a rolling-window limiter with a margin); the
+"configured" run is told that limit (the engine's rolling-window limiter); the
 "learnt" run is told nothing and learns it from the 429s (the adapter's adaptive limiter).
 Efficiency is measured against the mock's limit in both.
 """
@@ -22,7 +22,7 @@ from unenroll.adapters.mocks.common import Latency
 from unenroll.adapters.mocks.smarteru import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
 from unenroll.adapters.smarteru import SmarterU, SmarterULimits, unenroll_item
 
-from .measure import ArrivalRecorder, Row, efficiency, margin_ceiling, peak_rss_mb, vendor_offsets
+from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
 from .mockproc import MockApp, MockProcess
 
 RATE_LIMIT, RATE_WINDOW = 60, 60.0  # the mock's: 60 calls in any 60 s, then 429
@@ -35,7 +35,7 @@ class SmarterUScenario:
     items: int = 50_000
     time_scale: float = 0.05
     learn: bool = False  # True: no limit configured, learn it from 429s
-    margin: float = 1.0  # vendor seconds, for the configured limit
+    margin: float | None = None  # vendor seconds, for the configured limit; None: SmarterULimits' own
     seed: int = 3
 
     @property
@@ -81,8 +81,10 @@ def smarteru_mock(sc: SmarterUScenario) -> MockApp:
 async def smarteru_contender(sc: SmarterUScenario) -> Row:
     _, expected, ids = smarteru_state(sc)
     config = mock_config(sc)
-    limits = (SmarterULimits() if sc.learn
-              else SmarterULimits(calls_per_window=RATE_LIMIT, window=RATE_WINDOW, margin=sc.margin))
+    limits = SmarterULimits()
+    if not sc.learn:
+        limits = SmarterULimits(calls_per_window=RATE_LIMIT, window=RATE_WINDOW,
+                                margin=limits.margin if sc.margin is None else sc.margin)
     reported: dict[str, Outcome] = {}
     loop = asyncio.get_running_loop()
     async with MockProcess("smarteru", asdict(sc)) as mock, aiohttp.ClientSession() as session:
@@ -102,12 +104,15 @@ async def smarteru_contender(sc: SmarterUScenario) -> Row:
     accounted = sum(reported.get(i) is outcome and (outcome is not Outcome.QUEUED or i in queued)
                     for i, outcome in expected.items())
     arrivals = recording.of("apiv2")
+    latency = recording.mean_latency("apiv2") / sc.time_scale
     endpoint = report.endpoints["apiv2"]
     if sc.learn:
         notes = ["no limit configured: the adaptive limiter learns the rate from 429s (AIMD); "
                  "each 429 pauses the endpoint for its Retry-After (the rest of the mock's window)"]
     else:
-        notes = [f"SmarterULimits(calls_per_window={RATE_LIMIT}, window={RATE_WINDOW:g} s, margin={sc.margin:g} s)"]
+        notes = [f"SmarterULimits(calls_per_window={RATE_LIMIT}, window={RATE_WINDOW:g} s), margin "
+                 f"{limits.margin:g} s; ceiling = window / (window + latency + margin), latency {latency:.2f} s "
+                 "on average"]
     notes.append(f"mock: {RATE_LIMIT} calls in any {RATE_WINDOW:g} s, then 429; {INVALID_SHARE:.0%} invalid ids "
                  f"(failed), {QUEUED_SHARE:.0%} already queued (queued)")
     return Row(
@@ -119,7 +124,7 @@ async def smarteru_contender(sc: SmarterUScenario) -> Row:
         elapsed=elapsed,
         time_scale=sc.time_scale,
         efficiency=efficiency(sc.reference, arrivals, recording.served("apiv2")),
-        ceiling=None if sc.learn else margin_ceiling(RATE_WINDOW, sc.margin),
+        ceiling=None if sc.learn else window_ceiling(RATE_WINDOW, latency, limits.margin),
         throttles=recording.refusals.get("apiv2", 0),
         retries=endpoint.retried_calls + endpoint.throttled,
         peak_rss_mb=rss,
@@ -128,5 +133,6 @@ async def smarteru_contender(sc: SmarterUScenario) -> Row:
         limit=RATE_LIMIT,
         arrivals=vendor_offsets(arrivals, sc.time_scale),
         extra={"counts": report.counts, "engine_calls": report.calls, "throttle_events": stats["throttle_events"],
-               "calls_past_429": stats["calls_past_429"], "max_accepted_in_window": stats["max_accepted_in_window"]},
+               "calls_past_429": stats["calls_past_429"], "max_accepted_in_window": stats["max_accepted_in_window"],
+               "mean_latency_s": round(latency, 4)},
     )

@@ -34,7 +34,7 @@ from unenroll.adapters.mocks.common import Faults, Latency
 from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
 
-from .measure import ArrivalRecorder, Row, efficiency, margin_ceiling, peak_rss_mb, vendor_offsets
+from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
 from .mockproc import MockApp, MockProcess
 
 THRESHOLD, WINDOW, LOCK = 30, 60.0, 300.0  # the vendor's documented limits (the mock's defaults)
@@ -54,7 +54,7 @@ class ZohoScenario:
     items: int = 60_000
     batches: int = 20
     time_scale: float = 0.04
-    margin: float = 0.75  # vendor seconds; x time_scale is the jitter allowance on loopback
+    margin: float | None = None  # vendor seconds on top of the limiter's window; None: ZohoLimits' own
     faults: bool = False
     not_enrolled_share: float = 0.0
     one_by_one_cap: int = 120
@@ -170,7 +170,7 @@ async def _row(sc: ZohoScenario, mock: MockProcess, work: ZohoWork, contender: s
         limit=THRESHOLD,
         arrivals=vendor_offsets(arrivals, sc.time_scale),
         extra={"refused_calls": counter["refused"], "max_in_rolling_window": counter["max_in_rolling_window"],
-               "faults": stats["faults"],
+               "faults": stats["faults"], "mean_latency_s": round(recording.mean_latency(endpoint) / sc.time_scale, 4),
                # both processes read CLOCK_MONOTONIC: what the wall time holds outside the calls' span
                "first_call_after_s": round(arrivals[0] - started, 4) if arrivals else None,
                "after_last_call_s": round(started + elapsed - arrivals[-1], 4) if arrivals else None},
@@ -189,12 +189,13 @@ async def unenroll_contender(sc: ZohoScenario) -> Row:
     _, work = zoho_state(sc)
     config = mock_config(sc)
     reported: dict[Key, str] = {}
+    limits = ZohoLimits() if sc.margin is None else ZohoLimits(margin=sc.margin)
     loop = asyncio.get_running_loop()
     async with MockProcess("zoho", asdict(sc)) as mock, aiohttp.ClientSession() as session:
         adapter = ZohoPeople(
             session=session, base_url=mock.url, accounts_url=mock.url, refresh_token=config.refresh_token,
             client_id=config.client_id, client_secret=config.client_secret,
-            limits=ZohoLimits(margin=sc.margin), time_scale=sc.time_scale, timeout=30.0,
+            limits=limits, time_scale=sc.time_scale, timeout=30.0,
         )
         items = [Item("unenroll", target, erecno) for target, erecno in work.work]
         settings = JobSettings(retry=RetryPolicy().scaled(sc.time_scale), seed=sc.seed)
@@ -204,10 +205,13 @@ async def unenroll_contender(sc: ZohoScenario) -> Row:
         rss = peak_rss_mb()  # before the truth is fetched and checked
         stats = report.endpoints["unenroll"]
         row = await _row(sc, mock, work, "unenroll", "unenroll", work.work, reported, started, elapsed, rss,
-                         stats.retried_calls + stats.throttled,
-                         [f"ZohoLimits(margin={sc.margin:g} s): {sc.margin * sc.time_scale * 1000:.0f} ms of jitter "
-                          "allowance as run; ceiling = window / (window + margin)"])
-    row.ceiling = margin_ceiling(WINDOW, sc.margin)
+                         stats.retried_calls + stats.throttled, [])
+    latency = row.extra["mean_latency_s"]
+    row.ceiling = window_ceiling(WINDOW, latency, limits.margin)
+    row.notes.append(
+        f"ZohoLimits as shipped but for the time scale (margin {limits.margin:g} s); the limiter counts each window "
+        f"from the answer of the call {THRESHOLD} before, so a window costs one call's latency (here {latency:.2f} s "
+        "on average) + the margin: ceiling = window / (window + latency + margin)")
     row.extra |= {"counts": report.counts, "engine_calls": report.calls, "engine_throttled": report.throttled}
     return row
 
