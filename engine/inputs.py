@@ -114,7 +114,7 @@ def _json_value(value: object, key: str) -> tuple[str | None, str | None]:
         return None, f"{key!r} must be a string or an integer, not {type(value).__name__}"
     if _first_bad_byte(value) is not None:
         return None, f"{key!r} holds a character that is not valid text (a lone surrogate)"
-    return value, None
+    return value.strip(), None
 
 
 def _first_bad_byte(text: str) -> int | None:
@@ -299,7 +299,8 @@ class InputFile:
             if not row:
                 continue  # a blank line is not a row
             text = ",".join(row)
-            for position, value in enumerate(row):
+            for position in sorted(positions.values()):  # only the columns this run reads
+                value = row[position] if position < len(row) else ""
                 if (bad := _first_bad_byte(value)) is not None:
                     where = self._column_at(position)
                     yield self._unreadable(first, f"not UTF-8 text (byte 0x{bad:02x}{where}): save the file as UTF-8",
@@ -312,7 +313,7 @@ class InputFile:
                     if not value.strip():
                         yield self._unreadable(first, f"no value in column {self.columns[name]!r}", text)
                         break
-                    values[name] = value
+                    values[name] = value.strip()  # spreadsheets export " 7000000000130 " too
                 else:
                     yield self._item(values, first)
 

@@ -86,6 +86,8 @@ class Report:
             if n := self.counts.get(outcome.value):
                 lines.append(f"  {outcome.value:<13} {n:>9}")
         for name, s in self.endpoints.items():
+            if not s.calls:
+                continue  # an endpoint this job did not use
             lines.append(
                 f"  endpoint {name}: {s.calls} calls, {s.throttled} throttled, "
                 f"{s.retried_calls} retried, {s.splits} split, chunk cap {s.cap_items}"

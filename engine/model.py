@@ -63,7 +63,7 @@ class Unreadable(NamedTuple):
     the engine ends it ``rejected`` with ``reason``, so the row is still accounted for."""
 
     reason: str
-    text: str = ""  # what can be shown of the raw record
+    text: str | bytes = ""  # what can be shown of the raw record (bytes are shown escaped)
     meta: Mapping[str, Any] | None = None
 
 

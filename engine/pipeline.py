@@ -495,7 +495,8 @@ def intake_problem(
 
 def placeholder_item(raw: object) -> Item:
     if isinstance(raw, Unreadable):
-        return Item(operation="?", target=(), subject=scrub(raw.text)[:200], meta=raw.meta)
+        text = raw.text.decode("utf-8", "backslashreplace") if isinstance(raw.text, bytes) else str(raw.text)
+        return Item(operation="?", target=(), subject=scrub(text)[:200], meta=raw.meta)
     return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])
 
 

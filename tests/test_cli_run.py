@@ -161,7 +161,7 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
         f"{COURSE},{BATCH_1}, ,Blank\r\n"  # 6 empty id
         f"{COURSE},{BATCH_1},12a4,Typo\r\n"  # 7 bad characters
     ).encode() + (
-        f"{COURSE},{BATCH_1},{e[2]},Jos".encode() + b"\xe9\r\n"  # 8 Latin-1 bytes
+        f"{COURSE},{BATCH_1},{e[2]}".encode() + b"\xe9,Jose\r\n"  # 8 a Latin-1 byte in the id
         b"\r\n"  # 9 blank: not a row
     ) + (
         f'"{COURSE}","{BATCH_2}","{e[10]}","Quoted, with a comma"\r\n'  # 10 good
@@ -187,7 +187,7 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     assert outcomes[5] == ("rejected", "row 5: no value in column 'erecno'")
     assert outcomes[6] == ("rejected", "row 6: no value in column 'erecno'")
     assert outcomes[7] == ("rejected", "'12a4' is not a Zoho id (digits only, no leading zeros)")
-    assert outcomes[8] == ("rejected", "row 8: not UTF-8 text (byte 0xe9 in column 'name'): save the file as UTF-8")
+    assert outcomes[8] == ("rejected", "row 8: not UTF-8 text (byte 0xe9 in column 'erecno'): save the file as UTF-8")
     assert outcomes[11] == ("rejected", "row 11: the line is longer than 65536 bytes")
     assert outcomes[12] == ("rejected", "row 12: no value in column 'erecno'")
     assert outcomes[13][0] == "not_enrolled"
