@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from unenroll.adapter import EndpointSpec, Operation
+from unenroll.adapter import EndpointSpec, Operation, sharing_one_limiter
 from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
@@ -438,7 +438,10 @@ class Docebo:
                 raise ValueError("give client_id and client_secret (and username/password), or an access_token")
         self.auth = auth
         self.operations = operations(self.options, self.limits)
-        self.endpoints = {name: self.limits.endpoint(name, time_scale) for name in (UNENROLL, READ_ENROLLMENTS)}
+        # Docebo counts 1,000 calls an hour per IP, whatever the endpoint: one limiter for all
+        self.endpoints = sharing_one_limiter(
+            {name: self.limits.endpoint(name, time_scale) for name in (UNENROLL, READ_ENROLLMENTS)}
+        )
         self.readers = readers()  # backups
 
     def __repr__(self) -> str:

@@ -64,6 +64,22 @@ class EndpointSpec:
         return max(by_window, by_interval)
 
 
+def sharing_one_limiter(specs: Mapping[str, EndpointSpec]) -> dict[str, EndpointSpec]:
+    """The same endpoints, all drawing on one limiter (made from the first spec, once): for
+    a vendor that counts calls per IP or per tenant rather than per endpoint. Every job and
+    backup that makes a limiter from these specs gets that one, so a backup's reads and the
+    job after it share one window."""
+    first = next(iter(specs.values()))
+    shared: list[CallLimiter] = []
+
+    def one_limiter(spec: EndpointSpec) -> CallLimiter:
+        if not shared:
+            shared.append(replace(first, limiter_factory=None).make_limiter())
+        return shared[0]
+
+    return {name: replace(spec, limiter_factory=one_limiter) for name, spec in specs.items()}
+
+
 def _no_problem(item: Item) -> str | None:
     return None
 

@@ -314,3 +314,10 @@ def test_missing_credentials_are_refused_at_construction() -> None:
         Docebo(base_url="http://x", transport=transport, client_id="c", client_secret="s", username="u")
     with pytest.raises(ValueError, match="session"):
         Docebo(base_url="http://x", access_token="t")
+
+
+def test_every_docebo_endpoint_draws_on_one_limiter_since_the_limit_is_per_ip() -> None:
+    adapter = docebo.Docebo(base_url="https://acme.docebosaas.com", transport=object(),  # type: ignore[arg-type]
+                            access_token="t0ken-value-long")
+    limiters = {spec.make_limiter() for spec in adapter.endpoints.values()}
+    assert len(adapter.endpoints) == 2 and len(limiters) == 1
