@@ -156,7 +156,8 @@ class RollingWindowLimiter:
         return await start_when_allowed(self._schedule, self._clock)
 
     def done(self, permit: Permit) -> None:
-        permit.end = max(permit.start, self._clock())
+        if permit.end == math.inf:  # the first word counts: the answer's arrival
+            permit.end = max(permit.start, self._clock())
 
     def pause(self, seconds: float) -> None:
         self.pauses += 1

@@ -344,9 +344,10 @@ class Job:
                     result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
                     answer_lost = True
                 else:
+                    ep.limiter.done(permit)  # the window counts from the answer (limiter.py), not our reading
                     result = _read(op, target, subjects, response)
                 finally:
-                    ep.limiter.done(permit)  # the window counts from the answer: see limiter.py
+                    ep.limiter.done(permit)  # a failed send ends here (done again is harmless)
             log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
             if result.verdict is CallVerdict.AUTH_EXPIRED and not chunk.auth_refreshed:
                 chunk.auth_refreshed = True
