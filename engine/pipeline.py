@@ -66,7 +66,7 @@ class JobSettings:
 class _Endpoint:
     """One endpoint's state during a job."""
 
-    __slots__ = ("buffer", "claims", "largest_answered", "limiter", "open_items", "spec", "stats")
+    __slots__ = ("buffer", "claims", "largest_answered", "limiter", "open_items", "spec", "stats", "wire")
 
     def __init__(self, spec: EndpointSpec, cap_items: int, linger: float) -> None:
         self.spec = spec
@@ -75,6 +75,9 @@ class _Endpoint:
         self.stats = EndpointStats(cap_items=cap_items)
         self.open_items = 0  # routed here and not ended yet
         self.claims = 0  # workers waiting for a permit, each for a chunk it may take
+        # calls on the wire (max_in_flight): held from just before the permit until the
+        # answer is in, so the next call goes while the last answer is still being read
+        self.wire: anyio.Semaphore | None = None
         self.largest_answered = 0  # the most items a call here was answered for
 
 
@@ -138,7 +141,9 @@ class Job:
                 self._task_group = tg
                 tg.start_soon(self._intake)
                 for ep in self._endpoints.values():
-                    for _ in range(max(1, ep.spec.max_in_flight)):
+                    in_flight = max(1, ep.spec.max_in_flight)
+                    ep.wire = anyio.Semaphore(in_flight)
+                    for _ in range(in_flight + 1):  # one more: it reads an answer while the next call goes
                         tg.start_soon(self._worker, ep)
         except BaseException as exc:
             if self._stop_reason is None and not isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -287,14 +292,14 @@ class Job:
                     # credentials first: a token fetch between the permit and the wire would
                     # make this call arrive later than the limiter counted it
                     credentials = await self._credentials()
-                    permit = await ep.limiter.acquire()
+                    permit = await self._permit_on_the_wire(ep)
                     # the limiter said go: send the fullest chunk there is now
                     chunk = ep.buffer.take(anyio.current_time(), flush_partial=True)
                 finally:
                     ep.claims -= 1
                 self._notify_space()
                 if chunk is None:
-                    ep.limiter.done(permit)
+                    self._off_the_wire(ep, permit)
                 else:
                     await self._send(ep, chunk, credentials, permit)
                     self._notify()
@@ -305,6 +310,24 @@ class Job:
             wakeup = ep.buffer.next_wakeup(now)
             with anyio.move_on_after(math.inf if wakeup is None else wakeup):
                 await self._changed.wait()
+
+    async def _permit_on_the_wire(self, ep: _Endpoint) -> Permit:
+        """A place on the wire (one of max_in_flight), then the limiter's permit: in that
+        order, so the permit is taken just before the call leaves."""
+        assert ep.wire is not None
+        await ep.wire.acquire()
+        try:
+            return await ep.limiter.acquire()
+        except BaseException:
+            ep.wire.release()
+            raise
+
+    def _off_the_wire(self, ep: _Endpoint, permit: Permit) -> None:
+        """The call's answer (or failure) is in: the window counts from now (limiter.py)
+        and the next call may go while this answer is read."""
+        assert ep.wire is not None
+        ep.limiter.done(permit)
+        ep.wire.release()
 
     async def _credentials(self) -> tuple[int, Mapping[str, str]]:
         """Auth headers, fetching a token if needed. An unreachable token endpoint is
@@ -321,52 +344,70 @@ class Job:
     async def _send(
         self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]], permit: Permit
     ) -> None:
+        """Send one chunk (again after a token refresh), then act on the answer.
+
+        The call holds its place on the wire until its answer is in. Once the endpoint has
+        answered normally, the place is given up right then, so the next call leaves while
+        this answer is read; before that, only after acting on it, so a fatal first answer
+        (bad keys) stops the job before a second call goes."""
         op, target, works = chunk.operation, chunk.target, chunk.works
         subjects = [w.item.subject for w in works]
         request = op.build_request(target, subjects)
         log = self._log.bind(endpoint=ep.spec.name, chunk=next(self._chunk_ids), target="/".join(target),
                              items=len(works))
-        while True:
-            now = anyio.current_time()
-            for w in works:
-                w.sends += 1
-                if w.first_sent_at is None:
-                    w.first_sent_at = now
-            ep.stats.calls += 1
-            if self._journal is not None:
-                self._journal.before_call(w.index for w in works)
-            generation, headers = credentials
-            answer_lost = False
-            with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
-                try:
-                    response = await self.adapter.transport.send(request, headers)
-                except TransportError as exc:
-                    result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
-                    answer_lost = True
-                else:
-                    ep.limiter.done(permit)  # the window counts from the answer (limiter.py), not our reading
+        assert ep.wire is not None
+        on_wire = True
+        try:
+            while True:
+                now = anyio.current_time()
+                for w in works:
+                    w.sends += 1
+                    if w.first_sent_at is None:
+                        w.first_sent_at = now
+                ep.stats.calls += 1
+                if self._journal is not None:
+                    self._journal.before_call(w.index for w in works)
+                generation, headers = credentials
+                answer_lost, response = False, None
+                with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
+                    try:
+                        response = await self.adapter.transport.send(request, headers)
+                    except TransportError as exc:
+                        result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
+                        answer_lost = True
+                    finally:
+                        ep.limiter.done(permit)  # the window counts from the answer (limiter.py)
+                        if ep.largest_answered:
+                            ep.wire.release()
+                            on_wire = False
+                if response is not None:
                     result = _read(op, target, subjects, response)
-                finally:
-                    ep.limiter.done(permit)  # a failed send ends here (done again is harmless)
-            log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
-            if result.verdict is CallVerdict.AUTH_EXPIRED and not chunk.auth_refreshed:
+                log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
+                if result.verdict is not CallVerdict.AUTH_EXPIRED or chunk.auth_refreshed:
+                    break
                 chunk.auth_refreshed = True
                 try:
                     with anyio.CancelScope(shield=True):
                         refreshed = await self.adapter.auth.refresh(generation)
                 except AuthError as exc:
                     result = CallResult.whole(CallVerdict.FATAL, "auth", scrub(str(exc)))
+                    break
                 except TransportError as exc:
                     result = CallResult.whole(CallVerdict.RETRY, "auth", scrub(str(exc)))
-                else:
-                    if refreshed:
-                        ep.stats.auth_refreshes += 1
-                        log.info("auth.refreshed")
-                    credentials = await self._credentials()
-                    permit = await ep.limiter.acquire()  # the re-send is a call like any other
-                    continue
-            break
-        ended = self._act(ep, chunk, result, answer_lost, log)
+                    break
+                if refreshed:
+                    ep.stats.auth_refreshes += 1
+                    log.info("auth.refreshed")
+                if on_wire:
+                    ep.wire.release()
+                    on_wire = False
+                credentials = await self._credentials()
+                permit = await self._permit_on_the_wire(ep)  # the re-send is a call like any other
+                on_wire = True
+            ended = self._act(ep, chunk, result, answer_lost, log)
+        finally:
+            if on_wire:
+                ep.wire.release()
         await self._emit(ended)
 
     def _act(self, ep: _Endpoint, chunk: Chunk, result: CallResult, answer_lost: bool, log: Any) -> list[ItemOutcome]:
