@@ -346,10 +346,11 @@ class Job:
     ) -> None:
         """Send one chunk (again after a token refresh), then act on the answer.
 
-        The call holds its place on the wire until its answer is in. Once the endpoint has
-        answered normally, the place is given up right then, so the next call leaves while
-        this answer is read; before that, only after acting on it, so a fatal first answer
-        (bad keys) stops the job before a second call goes."""
+        The call holds its place on the wire until its answer is in and read (a throttle
+        pauses the endpoint first). Once the endpoint has answered normally, the place is
+        given up right then, so the next call leaves while this answer is acted on; before
+        that, only after acting on it, so a fatal first answer (bad keys) stops the job
+        before a second call goes."""
         op, target, works = chunk.operation, chunk.target, chunk.works
         subjects = [w.item.subject for w in works]
         request = op.build_request(target, subjects)
@@ -368,20 +369,25 @@ class Job:
                 if self._journal is not None:
                     self._journal.before_call(w.index for w in works)
                 generation, headers = credentials
-                answer_lost, response = False, None
+                answer_lost = False
                 with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
                     try:
                         response = await self.adapter.transport.send(request, headers)
                     except TransportError as exc:
                         result = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
                         answer_lost = True
+                    else:
+                        result = _read(op, target, subjects, response)
                     finally:
                         ep.limiter.done(permit)  # the window counts from the answer (limiter.py)
-                        if ep.largest_answered:
-                            ep.wire.release()
-                            on_wire = False
-                if response is not None:
-                    result = _read(op, target, subjects, response)
+                if result.verdict is CallVerdict.THROTTLED:  # before the next call may leave
+                    pause = result.retry_after if result.retry_after is not None else ep.spec.lock_period
+                    ep.limiter.pause(pause)
+                    ep.stats.throttled += 1
+                    log.warning("endpoint.throttled", code=result.code, pause_s=round(pause, 3))
+                if on_wire and ep.largest_answered:
+                    ep.wire.release()
+                    on_wire = False
                 log.debug("chunk.answered", verdict=result.verdict.value, code=result.code)
                 if result.verdict is not CallVerdict.AUTH_EXPIRED or chunk.auth_refreshed:
                     break
@@ -440,11 +446,7 @@ class Job:
             for w in works:
                 w.answer_lost = w.answer_lost or answer_lost
             self._retry_later(ep, op, works, result.code, result.message, now, end)
-        elif verdict is CallVerdict.THROTTLED:
-            pause = result.retry_after if result.retry_after is not None else ep.spec.lock_period
-            ep.limiter.pause(pause)
-            ep.stats.throttled += 1
-            log.warning("endpoint.throttled", code=result.code, pause_s=round(pause, 3))
+        elif verdict is CallVerdict.THROTTLED:  # the endpoint was paused when the answer was read
             again = []
             for w in works:
                 w.throttles += 1

@@ -183,11 +183,12 @@ async def test_hostile_and_broken_answers_are_refused_and_the_job_still_complete
 
 
 async def test_with_a_429_limit_and_no_limit_configured_the_job_learns_the_rate() -> None:
-    """Mock: 10 calls per 10 s (scaled), 429 with Retry-After for the rest of the window.
-    Every call past a 429 would land inside its Retry-After: at most one per call still in
-    flight when the 429 came back."""
+    """Mock: 3 calls per 10 s (scaled: 30 a second, under a third of the limiter's start rate, so even
+    a loaded machine meets it), 429 with Retry-After for the rest of the window. Every call
+    past a 429 would land inside its Retry-After: at most one per call still in flight
+    when the 429 came back."""
     state = SmarterUMockState.generate(8_000, 0, seed=2)
-    config = SmarterUMockConfig(time_scale=TIME_SCALE, queue_delay=36_000.0, rate_limit=10, rate_window=10.0)
+    config = SmarterUMockConfig(time_scale=TIME_SCALE, queue_delay=36_000.0, rate_limit=3, rate_window=10.0)
     limits = SmarterULimits()
     assert limits.calls_per_window is None
     async with rig(config, state, limits=limits) as r:
