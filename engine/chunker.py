@@ -117,10 +117,6 @@ class ChunkBuffer:
             self.count -= 1
             self.put(op, work, now)
 
-    @property
-    def has_ready(self) -> bool:
-        return bool(self._ready)
-
     # -- out --------------------------------------------------------------------------
 
     def takeable(self, now: float, *, flush_partial: bool) -> int:

@@ -163,10 +163,6 @@ class RollingWindowLimiter:
         self.pauses += 1
         self._schedule.pause_until(self._clock() + seconds)
 
-    def seconds_until_free(self) -> float:
-        now = self._clock()
-        return max(0.0, self._schedule.earliest_start(now) - now)
-
 
 class UnlimitedLimiter:
     """No rate limit, but still honours the vendor's pauses (429 / Retry-After)."""
