@@ -12,7 +12,9 @@ Invariants (``tests/test_chunker.py``):
   nor more than the operation's ``max_request_bytes`` by its own measure;
 - every item put in comes out in exactly one chunk (retries come back as new puts);
 - a pinned chunk (from a bisect or a halving) comes out as it is, ahead of others,
-  and is never merged with other items, so bisecting does isolate the bad item.
+  and is never merged with other items, so bisecting does isolate the bad item;
+- no partial chunk waits much longer than ``max_wait`` once a call may start: the oldest
+  one past it goes before fuller ones.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ class Chunk:
 class ChunkBuffer:
     """Open chunks per (operation, target), ready chunks, and retries waiting to be due."""
 
-    __slots__ = ("_delayed", "_linger", "_open", "_ready", "_seq", "cap_items", "count")
+    __slots__ = ("_delayed", "_linger", "_max_wait", "_open", "_ready", "_seq", "cap_items", "count")
 
-    def __init__(self, cap_items: int, *, linger: float = 0.25) -> None:
+    def __init__(self, cap_items: int, *, linger: float = 0.25, max_wait: float = 30.0) -> None:
         self.cap_items = cap_items
+        self._max_wait = max_wait  # a partial chunk this old goes first, so a rare target never starves
         self._open: dict[tuple[str, tuple[str, ...]], Chunk] = {}
         self._ready: deque[Chunk] = deque()
         self._delayed: list[tuple[float, int, Operation, Work]] = []
@@ -139,7 +142,10 @@ class ChunkBuffer:
         """
         if not self.has_chunk(now, flush_partial=flush_partial):
             return None
-        if self._ready:
+        overdue = self._overdue(now)
+        if overdue is not None:
+            chunk = self._open.pop(overdue)
+        elif self._ready:
             chunk = self._ready.popleft()
         else:
             key = max(self._open, key=lambda k: len(self._open[k].works))
@@ -148,6 +154,14 @@ class ChunkBuffer:
             chunk = self._cut(chunk, now)
         self.count -= len(chunk.works)
         return chunk
+
+    def _overdue(self, now: float) -> tuple[str, tuple[str, ...]] | None:
+        """The oldest open chunk if it has waited ``max_wait``: while fuller chunks keep
+        coming, a target seen rarely in a long stream would otherwise wait to the end."""
+        if not self._open:
+            return None
+        key = min(self._open, key=lambda k: self._open[k].created_at)
+        return key if now - self._open[key].created_at >= self._max_wait else None
 
     def _cut(self, chunk: Chunk, now: float) -> Chunk:
         """Keep the first ``cap_items`` items; the rest go back as pinned chunks."""

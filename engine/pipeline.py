@@ -52,6 +52,7 @@ class JobSettings:
     max_throttles: int = 10  # lock/429 answers one item may meet before it gives up
     max_buffered_items: int = 20_000  # per endpoint: the intake waits above this
     linger: float = 0.25  # seconds a partial chunk waits for more items while input flows
+    max_chunk_wait: float = 30.0  # a partial chunk this old goes before fuller ones (rare targets)
     outcome_buffer: int = 1_000  # outcomes held for a slow stream consumer
     seed: int | None = None  # for backoff jitter
     stop_grace: float = 30.0  # seconds a stopping job waits for a stream reader to take what is left
@@ -59,8 +60,8 @@ class JobSettings:
     def __post_init__(self) -> None:
         if self.max_buffered_items < 1 or self.outcome_buffer < 1:
             raise ValueError("max_buffered_items and outcome_buffer must be at least 1")
-        if self.linger < 0 or self.max_throttles < 0 or self.stop_grace < 0:
-            raise ValueError("linger, max_throttles and stop_grace cannot be negative")
+        if self.linger < 0 or self.max_throttles < 0 or self.stop_grace < 0 or self.max_chunk_wait < 0:
+            raise ValueError("linger, max_chunk_wait, max_throttles and stop_grace cannot be negative")
 
 
 class _Endpoint:
@@ -68,10 +69,10 @@ class _Endpoint:
 
     __slots__ = ("buffer", "claims", "largest_answered", "limiter", "open_items", "spec", "stats", "wire")
 
-    def __init__(self, spec: EndpointSpec, cap_items: int, linger: float) -> None:
+    def __init__(self, spec: EndpointSpec, cap_items: int, linger: float, max_wait: float) -> None:
         self.spec = spec
         self.limiter: CallLimiter = spec.make_limiter()
-        self.buffer = ChunkBuffer(cap_items, linger=linger)
+        self.buffer = ChunkBuffer(cap_items, linger=linger, max_wait=max_wait)
         self.stats = EndpointStats(cap_items=cap_items)
         self.open_items = 0  # routed here and not ended yet
         self.claims = 0  # workers waiting for a permit, each for a chunk it may take
@@ -113,7 +114,8 @@ class Job:
             if op.endpoint not in self._endpoints:
                 spec = adapter.endpoints[op.endpoint]
                 caps = [o.max_items for o in adapter.operations.values() if o.endpoint == op.endpoint]
-                self._endpoints[op.endpoint] = _Endpoint(spec, max(caps), self.settings.linger)
+                self._endpoints[op.endpoint] = _Endpoint(spec, max(caps), self.settings.linger,
+                                                         self.settings.max_chunk_wait)
             if op.destructive_options:
                 self._ledger.report.options.update(op.destructive_options)
         for name, limiter in (limiters or {}).items():

@@ -102,3 +102,15 @@ def test_retries_join_their_target_when_due() -> None:
     assert buffer.next_wakeup(1.0) == 4.0
     late = buffer.take(5.0, flush_partial=True)
     assert late is not None and [w.index for w in late.works] == [1]
+
+
+def test_a_rare_target_is_not_starved_by_fuller_chunks() -> None:
+    op = make_op(2)
+    buffer = ChunkBuffer(2, linger=0.0, max_wait=10.0)
+    buffer.put(op, Work(0, Item("op", ("rare",), "1")), 0.0)
+    for i in range(1, 7):  # a busy target keeps filling chunks
+        buffer.put(op, Work(i, Item("op", ("busy",), str(i))), 0.0)
+    first = buffer.take(5.0, flush_partial=False)
+    assert first is not None and first.target == ("busy",)  # not overdue yet: fuller first
+    overdue = buffer.take(10.0, flush_partial=False)
+    assert overdue is not None and overdue.target == ("rare",)
