@@ -78,7 +78,7 @@ class DoceboLimits:
     window: float = 3600.0  # [doc] an hour
     # None: window / calls_per_window (3.6 s), the bucket's leak rate, so it never fills
     min_interval: float | None = None
-    margin: float = 1.0  # our side: absorbs network jitter between our clock and Docebo's
+    margin: float = 1.0  # on top of the answer-based window (limiter.py): 1 s in an hour
     lock_period: float = 60.0  # pause after a 429 that says no Retry-After
     max_in_flight: int = 1  # [doc] batch endpoints must not be called concurrently
     max_users_per_call: int = DOCUMENTED_MAX_USERS  # halved for the job if the vendor refuses it

@@ -28,12 +28,11 @@ from unenroll.adapter import Adapter
 from unenroll.config import ConfigError, Credentials, RunSettings
 from unenroll.inputs import Column, RowShape
 from unenroll.secrets import Secret
-from unenroll.transport import is_loopback
+from unenroll.transport import LOOPBACK_HOSTS, is_loopback
 
 if TYPE_CHECKING:
     import aiohttp
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # stands in for a credential a dry run was not given: it sends nothing, so none is needed
 PLACEHOLDER = "unset-credential-for-a-dry-run"
 

@@ -52,7 +52,14 @@ from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.limiter import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.secrets import Secret
-from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport, retry_after_seconds
+from unenroll.transport import (
+    LOOPBACK_HOSTS,
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    Transport,
+    retry_after_seconds,
+)
 
 UNENROLL = "unenroll"
 ENDPOINT = "apiv2"  # every method is a POST to the one URL, so they share one rate
@@ -71,7 +78,6 @@ NO_POST_DATA = "SU:01"
 BAD_API_KEYS = "SU:02"
 REPORT_NO_PERMISSION = "GLR:01"
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _OTHER_BLOCK = re.compile(r"from Unenrollment\s+(\d+)", re.IGNORECASE)
 _OVER_CAP = re.compile(r"up to \d+|maximum|exceed", re.IGNORECASE)
 
@@ -337,6 +343,18 @@ def _is_duplicate(error: VendorError) -> bool:
     return error.code == DUPLICATE_BLOCK or "is a duplicate" in error.message.lower()
 
 
+def _open_answer(response: HttpResponse) -> tuple[ET.Element, str, list[VendorError]] | CallResult:
+    """The parsed answer, its ``Result`` and its ``Errors``; or the whole-call verdict when
+    the status or the body (malformed, hostile) says the answer cannot be read."""
+    if (by_status := read_status(response)) is not None:
+        return by_status
+    try:
+        root = parse_answer(response.body)
+        return root, _text(root.find("Result")), read_errors(root)
+    except UnreadableAnswer as exc:
+        return _unreadable(str(exc))
+
+
 def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
     """Per-item results for the blocks of *this* call: block ``k`` is ``subjects[k - 1]``.
 
@@ -345,12 +363,11 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
     contradicting acceptance); a duplicate block (``ULM:04``) takes the outcome of the
     block it duplicates; a block the answer does not mention is retried.
     """
-    if (by_status := read_status(response)) is not None:
-        return by_status
+    opened = _open_answer(response)
+    if isinstance(opened, CallResult):
+        return opened
+    root, result, errors = opened
     try:
-        root = parse_answer(response.body)
-        result = _text(root.find("Result"))
-        errors = read_errors(root)
         accepted = read_accepted(root)
     except UnreadableAnswer as exc:
         return _unreadable(str(exc))
@@ -457,15 +474,11 @@ def read_report_page(target: tuple[str, ...], subjects: Sequence[str], response:
     Refused keys, plain HTTP and a user without permission stop the backup; any other
     failure, and an unreadable or hostile answer, is retried (bounded).
     """
-    if (by_status := read_status(response)) is not None:
-        return by_status
-    try:
-        root = parse_answer(response.body)
-        result = _text(root.find("Result"))
-        errors = read_errors(root)
-        enrollments = root.findall("./Info/LearnerReport/Enrollment")
-    except UnreadableAnswer as exc:
-        return _unreadable(str(exc))
+    opened = _open_answer(response)
+    if isinstance(opened, CallResult):
+        return opened
+    root, result, errors = opened
+    enrollments = root.findall("./Info/LearnerReport/Enrollment")
     if result != "Success":
         first = errors[0] if errors else VendorError("Failed", "no reason given", None)
         if first.code in (NO_POST_DATA, BAD_API_KEYS, REPORT_NO_PERMISSION):
@@ -508,7 +521,7 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool) -> None:
                 f"refusing plain-HTTP base URL {base_url!r}: SmarterU accepts HTTPS only (SU:01) and the API keys "
                 "travel in the body; use https://, or allow_insecure_http=True for a local mock"
             )
-        if parts.hostname not in _LOOPBACK_HOSTS:
+        if parts.hostname not in LOOPBACK_HOSTS:
             raise ValueError(f"allow_insecure_http is for a mock on loopback only, not {parts.hostname!r}")
         return
     raise ValueError(f"the base URL must be https://host, not {base_url!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -61,11 +62,15 @@ class Chunk:
 class ChunkBuffer:
     """Open chunks per (operation, target), ready chunks, and retries waiting to be due."""
 
-    __slots__ = ("_delayed", "_linger", "_max_wait", "_open", "_ready", "_seq", "cap_items", "count")
+    __slots__ = ("_delayed", "_last_opened", "_linger", "_max_wait", "_open", "_ready", "_seq", "cap_items",
+                 "count")
 
     def __init__(self, cap_items: int, *, linger: float = 0.25, max_wait: float = 30.0) -> None:
         self.cap_items = cap_items
         self._max_wait = max_wait  # a partial chunk this old goes first, so a rare target never starves
+        # open chunks are stamped no earlier than the one opened before, so the dict's
+        # insertion order is their age order: the oldest is the first key, no scan needed
+        self._last_opened = -math.inf
         self._open: dict[tuple[str, tuple[str, ...]], Chunk] = {}
         self._ready: deque[Chunk] = deque()
         self._delayed: list[tuple[float, int, Operation, Work]] = []
@@ -107,7 +112,8 @@ class ChunkBuffer:
             chunk, closed = None, True
         opened = chunk is None
         if chunk is None:
-            chunk = Chunk(op, target, [], op.base_bytes(target), created_at=now,
+            self._last_opened = max(self._last_opened, now)
+            chunk = Chunk(op, target, [], op.base_bytes(target), created_at=self._last_opened,
                           capacity=min(self.cap_items, op.max_items))
             self._open[key] = chunk
         chunk.works.append(work)
@@ -127,7 +133,12 @@ class ChunkBuffer:
         self.release_due(now)
         if flush_partial:
             return len(self._ready) + len(self._open)
-        return len(self._ready) + sum(now - c.created_at >= self._linger for c in self._open.values())
+        lingered = 0
+        for chunk in self._open.values():  # oldest first: stop at the first that may still wait
+            if now - chunk.created_at < self._linger:
+                break
+            lingered += 1
+        return len(self._ready) + lingered
 
     def has_chunk(self, now: float, *, flush_partial: bool) -> bool:
         """Whether :meth:`take` would return a chunk now."""
@@ -158,10 +169,8 @@ class ChunkBuffer:
     def _overdue(self, now: float) -> tuple[str, tuple[str, ...]] | None:
         """The oldest open chunk if it has waited ``max_wait``: while fuller chunks keep
         coming, a target seen rarely in a long stream would otherwise wait to the end."""
-        if not self._open:
-            return None
-        key = min(self._open, key=lambda k: self._open[k].created_at)
-        return key if now - self._open[key].created_at >= self._max_wait else None
+        key = next(iter(self._open), None)  # the oldest (see _last_opened)
+        return key if key is not None and now - self._open[key].created_at >= self._max_wait else None
 
     def _cut(self, chunk: Chunk, now: float) -> Chunk:
         """Keep the first ``cap_items`` items; the rest go back as pinned chunks."""
@@ -175,7 +184,7 @@ class ChunkBuffer:
         return Chunk(op, chunk.target, head, nbytes, chunk.pinned, chunk.created_at)
 
     def _oldest_open_age(self, now: float) -> float:
-        return now - min(c.created_at for c in self._open.values())
+        return now - next(iter(self._open.values())).created_at
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until something may become takeable without a new put (a retry falls

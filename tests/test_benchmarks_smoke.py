@@ -40,7 +40,8 @@ def test_the_quick_harness_prints_the_table_and_writes_sane_json(
     for key, row in rows.items():
         assert not row["extra"].get("failed"), (key, row["notes"])
         assert row["items"] > 0 and row["calls"] > 0, key
-        assert row["elapsed"] > 0 and row["peak_rss_mb"] > 0, key
+        measured = ("elapsed", "peak_rss_mb")  # filled in by the harness (no speed is judged here)
+        assert all(row[field] > 0 for field in measured), key
         assert 0 <= row["accounted"] <= row["items"], key
         assert row["efficiency"] is None or 0.0 <= row["efficiency"] <= 1.0, key
     # the engine accounts for every item; the capped script did all it was given

@@ -114,3 +114,17 @@ def test_a_rare_target_is_not_starved_by_fuller_chunks() -> None:
     assert first is not None and first.target == ("busy",)  # not overdue yet: fuller first
     overdue = buffer.take(10.0, flush_partial=False)
     assert overdue is not None and overdue.target == ("rare",)
+
+
+def test_open_chunks_age_in_the_order_they_opened_even_with_a_stale_clock() -> None:
+    """The oldest open chunk is found without a scan; a put carrying an earlier clock
+    reading (the intake reads the clock per batch) must not jump the queue."""
+    op = make_op(10)
+    buffer = ChunkBuffer(10, linger=1.0, max_wait=2.0)
+    buffer.put(op, Work(0, Item("op", ("a",), "1")), 5.0)
+    buffer.put(op, Work(1, Item("op", ("b",), "2")), 3.0)  # stale: stamped 5.0, not 3.0
+    assert buffer.takeable(5.5, flush_partial=False) == 0
+    assert buffer.takeable(6.0, flush_partial=False) == 2
+    assert buffer.next_wakeup(5.5) == 0.5
+    first = buffer.take(7.0, flush_partial=False)
+    assert first is not None and first.target == ("a",)  # overdue, and opened first
