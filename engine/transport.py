@@ -8,7 +8,8 @@ in-process fake.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol
@@ -111,11 +112,17 @@ class AiohttpTransport:
         return f"AiohttpTransport(base_url={self._base_url!r})"
 
     async def send(self, request: HttpRequest, headers: Mapping[str, str]) -> HttpResponse:
+        """The whole answer, or TransportError: never a body cut short.
+
+        The body is read to its end (after aiohttp's gzip/deflate decoding), within ``timeout``
+        for the whole exchange, and refused once more than ``max_body_bytes`` arrive.
+        """
         all_headers = {**request.headers, **headers}
         data: Any = None
         if request.form is not None:
             data = aiohttp.FormData(list(request.form))
         try:
+            # aiohttp's total timeout covers the request and every read of the body
             async with self._session.request(
                 request.method,
                 self._base_url + request.path,
@@ -126,15 +133,47 @@ class AiohttpTransport:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                body = await response.content.read(self._max_body + 1)
-                if len(body) > self._max_body:
-                    raise TransportError(f"answer larger than {self._max_body} bytes")
+                body = await self._read_body(response)
                 return HttpResponse(response.status, body, dict(response.headers))
         except TimeoutError:
             raise TransportError(f"timed out after {self._timeout.total}s") from None
+        except aiohttp.ClientPayloadError:
+            # short of its Content-Length or last chunk, or broken gzip: only retrying can tell
+            raise TransportError("the answer broke off before its end or could not be decoded") from None
         except aiohttp.ClientError as exc:
-            # str() of aiohttp errors names host and reason, never request headers
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+            # aiohttp's messages name host and reason; request header values are blanked all the same
+            message = _without_values(f"{type(exc).__name__}: {exc}", all_headers.values())
+            raise TransportError(message) from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """Every byte to the end of the body, or TransportError past the size cap.
+
+        A body that ends before its Content-Length or its last chunk raises aiohttp's
+        ClientPayloadError (a ClientError), never returns short.
+        """
+        too_large = f"answer larger than {self._max_body} bytes"
+        # Content-Length counts encoded bytes; a decoded body is checked as it arrives
+        declared = response.content_length
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+        if declared is not None and declared > self._max_body and not encoded:
+            raise TransportError(too_large)
+        pieces: list[bytes] = []
+        received = 0
+        async for piece in response.content.iter_any():
+            received += len(piece)
+            if received > self._max_body:
+                raise TransportError(too_large)
+            pieces.append(piece)
+        return b"".join(pieces)
+
+
+def _without_values(message: str, values: Iterable[str]) -> str:
+    """``message`` with every header value (and the credential after an auth scheme) blanked."""
+    for value in values:
+        for secret in {value, value.rpartition(" ")[2]}:
+            if len(secret) >= 4:
+                message = message.replace(secret, "[redacted]")
+    return message
 
 
 Handler = Callable[[HttpRequest, Mapping[str, str]], Awaitable[HttpResponse]]
@@ -154,22 +193,37 @@ class InProcessTransport:
 
 
 def retry_after_seconds(response: HttpResponse) -> float | None:
-    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), if any."""
-    value = response.header("Retry-After")
-    if value is None:
+    """The ``Retry-After`` header in seconds: delta-seconds, or an HTTP date in any zone.
+
+    Returns a finite non-negative float, ``math.inf`` for a value too large for a float
+    (``inf``, ``1e400``; an enormous finite value such as ``1000000000`` stays as it is), 0.0
+    for a date in the past, and None when there is no header or it is negative, NaN or
+    unparsable (None means "use the endpoint's own pause"; bounding a pause is the caller's
+    job). Never raises.
+    """
+    value = (response.header("Retry-After") or "").strip()
+    if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
+        return _seconds_until_http_date(value)
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds + 0.0  # -0.0 becomes 0.0
+
+
+def _seconds_until_http_date(value: str) -> float | None:
     from datetime import datetime
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000" (and a date without zone) means UTC of unknown origin
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def json_body(response: HttpResponse) -> Any:
