@@ -1,4 +1,5 @@
-"""What every mock server shares: threshold counters, latency, seeded faults, serving.
+"""What every mock server shares: threshold counters, latency, seeded faults, how answers
+travel on the wire (pieces, pauses, chunked, gzip, stalls), HTTPS on loopback, serving.
 
 Faults are drawn *before* a call changes any state, so a faulted call has no effect and
 the client's retry is what does the work (a lost answer to a call that did take effect
@@ -7,17 +8,22 @@ is a separate, explicit setting of each mock where it matters).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gzip
 import json
 import math
 import random
+import ssl
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 
 WindowKind = Literal["rolling", "fixed"]
 
@@ -142,11 +148,222 @@ async def answer_fault(
     return web.Response(text="Service temporarily unavailable", content_type="text/plain")
 
 
-class MockServer:
-    """A mock app served on loopback: ``async with MockServer(app) as server: server.url``."""
+# -- the wire: how an answer's bytes travel --------------------------------------------------
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.app, self.host, self.port = app, host, port
+
+@dataclass(frozen=True, slots=True)
+class WireOptions:
+    """How a mock writes each answer of the vendor's routes on the wire (real networks
+    deliver a body in pieces; a quiet loopback hides that). The default writes as aiohttp
+    does: one piece with a Content-Length.
+
+    Cut points are drawn from the mock's seed; seconds are multiplied by its time scale.
+    Routes under ``/__`` (the mock's stats, the benchmarks' records) are always written plainly.
+    """
+
+    fragments: int = 1  # the body in this many pieces, cut at seeded random points
+    fragment_bytes: int | None = None  # and no piece longer than this
+    fragment_pause: float = 0.0  # seconds between two pieces
+    chunked: bool = False  # Transfer-Encoding: chunked, one chunk per piece
+    gzip: bool = False  # Content-Encoding: gzip; the pieces are cut from the compressed bytes
+    stall_after: int | None = None  # bytes of the (encoded) body written before the answer stalls
+    stall_seconds: float = 0.0  # how long it stalls
+    stall_share: float = 1.0  # share of answers that stall (seeded)
+
+    def __post_init__(self) -> None:
+        if self.fragments < 1 or (self.fragment_bytes is not None and self.fragment_bytes < 1):
+            raise ValueError("fragments and fragment_bytes must be at least 1")
+        if (self.stall_after is not None and self.stall_after < 0) or not 0.0 <= self.stall_share <= 1.0:
+            raise ValueError("stall_after must be >= 0 and stall_share between 0 and 1")
+        if not (math.isfinite(self.fragment_pause) and math.isfinite(self.stall_seconds)
+                and self.fragment_pause >= 0 and self.stall_seconds >= 0):
+            raise ValueError("fragment_pause and stall_seconds must be finite seconds >= 0")
+
+    @property
+    def plain(self) -> bool:
+        """Whether answers go out as aiohttp would write them anyway."""
+        return (self.fragments == 1 and self.fragment_bytes is None and not self.chunked and not self.gzip
+                and self.stall_after is None)
+
+    def cuts(self, length: int, rng: random.Random) -> list[int]:
+        """Ascending offsets in ``(0, length)`` where a body of ``length`` bytes is cut."""
+        points: set[int] = set()
+        if self.fragments > 1 and length > 1:
+            points.update(rng.sample(range(1, length), min(self.fragments - 1, length - 1)))
+        if self.fragment_bytes is not None:
+            points.update(range(self.fragment_bytes, length, self.fragment_bytes))
+        return sorted(points)
+
+
+HOSTILE_WIRE = WireOptions(fragments=4, fragment_bytes=1000, fragment_pause=0.2, chunked=True, gzip=True)
+"""Gzip, chunked, at least four pieces and one a kilobyte, 0.2 s (scaled) between pieces."""
+
+
+class WireResponse(web.Response):
+    """An answer written in pieces: the client receives every byte of ``body`` (gzip-encoded
+    when asked), cut at ``cuts``, ``pause`` seconds between pieces, and a pause of ``stall``
+    once ``stall_after`` bytes are out. ``body`` stays the plain answer for whoever inspects
+    the response on its way out (the benchmarks' arrival recorder)."""
+
+    def __init__(self, answer: web.Response, options: WireOptions, rng: random.Random, time_scale: float) -> None:
+        headers = CIMultiDict(answer.headers)
+        for name in (hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING, hdrs.TRANSFER_ENCODING):
+            headers.popall(name, None)
+        super().__init__(body=answer.body, status=answer.status, reason=answer.reason, headers=headers)
+        plain = answer.body if isinstance(answer.body, bytes) else b""
+        self._wire = gzip.compress(plain, mtime=0) if options.gzip else plain
+        self._cuts = options.cuts(len(self._wire), rng)
+        self._pause = options.fragment_pause * time_scale
+        stalls = options.stall_after is not None and rng.random() < options.stall_share
+        self._stall_after = options.stall_after if stalls else None
+        self._stall = options.stall_seconds * time_scale
+        self._wire_written = False
+        if options.gzip:
+            self.headers[hdrs.CONTENT_ENCODING] = "gzip"
+        if options.chunked:
+            self.enable_chunked_encoding()
+        else:
+            self.headers[hdrs.CONTENT_LENGTH] = str(len(self._wire))
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self.prepared and not self._wire_written:
+            self._wire_written = True
+            stall_at = self._stall_after
+            start = 0
+            for end in [*self._cuts, len(self._wire)]:
+                if stall_at is not None and start <= stall_at < end:  # the stall falls inside this piece
+                    if stall_at > start:
+                        await self.write(self._wire[start:stall_at])
+                    await asyncio.sleep(self._stall)
+                    start, stall_at = stall_at, None
+                await self.write(self._wire[start:end])
+                start = end
+                if end < len(self._wire):
+                    await asyncio.sleep(self._pause)
+            if stall_at is not None:  # at or past the end: stall before the message is finished
+                await asyncio.sleep(self._stall)
+        await web.StreamResponse.write_eof(self)
+
+
+def wire_middleware(options: WireOptions, time_scale: float, seed: int) -> Middleware:
+    """A middleware that sends every answer of the vendor's routes (faults included) as
+    ``options`` say; installed by :func:`mock_app`."""
+    rng = random.Random(f"wire:{seed}")  # its own draws: the mock's fault and latency draws are unchanged
+
+    @web.middleware
+    async def wire(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if (options.plain or request.path.startswith("/__") or request.method == "HEAD"
+                or not isinstance(response, web.Response) or isinstance(response, WireResponse)
+                or not isinstance(response.body, bytes)
+                or request.transport is None or request.transport.is_closing()):  # a dropped connection
+            return response
+        return WireResponse(response, options, rng, time_scale)
+
+    return wire
+
+
+def mock_app(wire: WireOptions, time_scale: float, seed: int) -> web.Application:
+    """The application every mock serves: answers go through the wire options."""
+    middlewares = [] if wire.plain else [wire_middleware(wire, time_scale, seed)]
+    return web.Application(middlewares=middlewares)
+
+
+# -- HTTPS on loopback -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopbackTLS:
+    """A throwaway certificate authority and a certificate it issued for 127.0.0.1 and
+    localhost: ``server`` serves with it, ``client`` trusts that authority (and no other)."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    ca_pem: bytes
+
+    @classmethod
+    def generate(cls) -> LoopbackTLS:
+        try:
+            import trustme
+        except ImportError:
+            raise RuntimeError("a test certificate needs the trustme package (pip install trustme)") from None
+        authority = trustme.CA()
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+        client = ssl.create_default_context()
+        authority.configure_trust(client)
+        return cls(server, client, authority.cert_pem.bytes())
+
+
+def server_tls(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server context from a certificate chain and its key (PEM files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+
+# -- the mocks' command lines ----------------------------------------------------------------
+
+
+def add_wire_arguments(parser: argparse.ArgumentParser) -> None:
+    """The wire and HTTPS flags every mock's ``main`` takes (read back by :func:`wire_from_arguments`)."""
+    group = parser.add_argument_group("the wire (seconds are scaled by --time-scale)")
+    group.add_argument("--fragments", type=int, default=1, help="write each answer in this many pieces")
+    group.add_argument("--fragment-bytes", type=int, default=None, help="and no piece longer than this")
+    group.add_argument("--fragment-pause", type=float, default=0.0, help="seconds between two pieces")
+    group.add_argument("--chunked", action="store_true", help="Transfer-Encoding: chunked")
+    group.add_argument("--gzip", action="store_true", help="Content-Encoding: gzip")
+    group.add_argument("--stall-after", type=int, default=None, help="bytes of a body before it stalls")
+    group.add_argument("--stall-seconds", type=float, default=0.0, help="how long an answer stalls")
+    group.add_argument("--stall-share", type=float, default=1.0, help="share of answers that stall")
+    group.add_argument("--fragmented", action="store_true",
+                       help="gzip, chunked, several pieces with pauses (the tests' hostile wire)")
+    tls = parser.add_argument_group("HTTPS")
+    tls.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    tls.add_argument("--tls-key", help="and this private key (PEM)")
+    tls.add_argument("--tls-self-signed", metavar="CA_FILE",
+                     help="serve HTTPS with a throwaway test certificate (needs trustme); its authority's "
+                          "certificate is written to CA_FILE for the client to trust (e.g. SSL_CERT_FILE)")
+
+
+def wire_from_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[WireOptions, ssl.SSLContext | None]:
+    """The wire options and the server's TLS context the flags ask for; a bad flag ends in ``parser.error``."""
+    try:
+        wire = HOSTILE_WIRE if args.fragmented else WireOptions(
+            fragments=args.fragments, fragment_bytes=args.fragment_bytes, fragment_pause=args.fragment_pause,
+            chunked=args.chunked, gzip=args.gzip, stall_after=args.stall_after, stall_seconds=args.stall_seconds,
+            stall_share=args.stall_share)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.tls_self_signed and (args.tls_cert or args.tls_key):
+        parser.error("--tls-self-signed or --tls-cert with --tls-key, not both")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    try:
+        if args.tls_cert:
+            return wire, server_tls(args.tls_cert, args.tls_key)
+        if args.tls_self_signed:
+            tls = LoopbackTLS.generate()
+            with open(args.tls_self_signed, "wb") as ca_file:
+                ca_file.write(tls.ca_pem)
+            return wire, tls.server
+    except (OSError, ssl.SSLError, RuntimeError) as exc:
+        parser.error(f"cannot serve HTTPS: {exc}")
+    return wire, None
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+class MockServer:
+    """A mock app served on loopback: ``async with MockServer(app) as server: server.url``.
+    With ``ssl_context`` (a server context, e.g. :attr:`LoopbackTLS.server`) it serves HTTPS."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.app, self.host, self.port, self.ssl_context = app, host, port, ssl_context
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -154,10 +371,10 @@ class MockServer:
         # long request lines are allowed in so the mock itself can answer 414
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True, max_line_size=65536)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self.url = f"http://{self.host}:{self.port}"
+        self.url = f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -166,7 +383,8 @@ class MockServer:
 
 
 @asynccontextmanager
-async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve ``app`` on loopback for the block; yields its base URL."""
-    async with MockServer(app, host, port) as server:
+    async with MockServer(app, host, port, ssl_context) as server:
         yield server.url

@@ -17,9 +17,11 @@ Mechanisms, each a setting and time-scaled:
   how much of the job's span the endpoint was working;
 - latency (base + per user + jitter) and faults from the seed (``common``); faults are
   drawn before any state changes, so a faulted call has no effect; ``omit_share``
-  leaves that share of pairs out of an answer *and* undone (the client must re-send them).
+  leaves that share of pairs out of an answer *and* undone (the client must re-send them);
+- answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls; ``common``).
 
-Run it as a process: ``python -m unenroll.adapters.mocks.docebo --port 8080``.
+Run it as a process: ``python -m unenroll.adapters.mocks.docebo --port 8080`` (``--help``
+lists the wire and HTTPS flags).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncio
 import math
 import random
 import secrets
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +40,17 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import FaultLog, Faults, Latency, MockServer, answer_fault
+from .common import (
+    FaultLog,
+    Faults,
+    Latency,
+    MockServer,
+    WireOptions,
+    add_wire_arguments,
+    answer_fault,
+    mock_app,
+    wire_from_arguments,
+)
 
 COURSE = "course"
 LEARNING_PLAN = "learningplan"
@@ -59,6 +72,7 @@ class DoceboMockConfig:
     time_scale: float = 1.0
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
+    wire: WireOptions = field(default_factory=WireOptions)
     seed: int = 0
 
 
@@ -238,7 +252,7 @@ class DoceboMock:
         self.tokens: dict[str, float] = {}  # token -> expiry (loop time)
         self.tokens_issued = 0
         self.omitted_pairs = 0
-        self.app = web.Application()
+        self.app = mock_app(c.wire, c.time_scale, c.seed)
         self.app[MOCK_KEY] = self
         r = self.app.router
         r.add_post("/oauth2/token", self.token)
@@ -246,8 +260,9 @@ class DoceboMock:
         r.add_get("/learn/v1/enrollments", self.read_enrollments)
         r.add_get("/__mock__/stats", self.stats)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> MockServer:
-        return MockServer(self.app, host, port)
+    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
+        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
+        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -476,12 +491,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=1500, help="users enrolled in each course and plan")
     parser.add_argument("--bucket-capacity", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=0)
+    add_wire_arguments(parser)
     args = parser.parse_args(argv)
+    wire, ssl_context = wire_from_arguments(parser, args)
     mock = DoceboMock(
-        DoceboMockConfig(time_scale=args.time_scale, bucket_capacity=args.bucket_capacity, seed=args.seed),
+        DoceboMockConfig(time_scale=args.time_scale, bucket_capacity=args.bucket_capacity, wire=wire,
+                         seed=args.seed),
         DoceboMockState.generate(args.courses, args.plans, args.courses_per_plan, args.users, seed=args.seed),
     )
-    web.run_app(mock.app, host=args.host, port=args.port)
+    web.run_app(mock.app, host=args.host, port=args.port, ssl_context=ssl_context)
 
 
 if __name__ == "__main__":

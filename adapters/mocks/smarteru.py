@@ -12,11 +12,13 @@
   as ``<LearnerReport><Enrollment><ID/><Status/><CompletedDate/></Enrollment>…``.
 
 Whole-call failures: refused keys (``SU:02``), a known non-administrator UserAPI key
-(``ULM:01``), no ``Package`` or ``require_https`` set (``SU:01``, as SmarterU answers a
-plain-HTTP post; off by default because the mock itself serves plain HTTP on loopback).
+(``ULM:01``), no ``Package``, or with ``require_https`` a post that came over plain HTTP
+(``SU:01``, as SmarterU answers one; off by default, as the mock serves plain HTTP unless
+given an ``ssl_context``).
 Optional rate limit answering HTTP 429 with ``Retry-After``; seeded latency and faults
 (``common.Faults``, plus ``hostile_xml``: a billion-laughs or external-entity body, a
-fault kind of this mock only); every duration multiplied by ``time_scale``.
+fault kind of this mock only); answers on the wire as ``wire`` says (pieces, pauses,
+chunked, gzip, stalls); every duration multiplied by ``time_scale``.
 
 ``GET /__mock__/stats``: calls per method, the most calls in any window, 429 answers and
 calls that arrived while a ``Retry-After`` was in force, answers by result and error id,
@@ -24,7 +26,8 @@ faults injected, and (unless ``?state=0``) the enrolment state.
 
 Error ids and the 429 are ours; the messages are SmarterU's documented ones.
 
-Run it as a process: ``python -m unenroll.adapters.mocks.smarteru --port 8081``.
+Run it as a process: ``python -m unenroll.adapters.mocks.smarteru --port 8081`` (``--help``
+lists the wire and HTTPS flags).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import math
 import random
+import ssl
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -43,7 +47,18 @@ import defusedxml.ElementTree as SafeET
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
-from .common import FaultLog, Faults, Latency, MockServer, ThresholdCounter, answer_fault
+from .common import (
+    FaultLog,
+    Faults,
+    Latency,
+    MockServer,
+    ThresholdCounter,
+    WireOptions,
+    add_wire_arguments,
+    answer_fault,
+    mock_app,
+    wire_from_arguments,
+)
 
 ENROLLED, QUEUED, UNENROLLED = "enrolled", "queued", "unenrolled"
 REPORT_STATUS = {ENROLLED: "Enrolled", QUEUED: "Unenrollment Queued", UNENROLLED: "Unenrolled"}
@@ -67,7 +82,7 @@ class SmarterUMockConfig:
     user_api_key: str = "mock-user-api"  # an administrator's key
     non_admin_user_api_key: str = "mock-learner-user-api"  # a valid key whose user lacks permission
     max_blocks: int = 100
-    require_https: bool = False  # True: every POST answers SU:01, as a plain-HTTP post would
+    require_https: bool = False  # True: a POST over plain HTTP answers SU:01, as SmarterU does
     queue_delay: float = 60.0  # seconds from acceptance until the enrolment is unenrolled
     rate_limit: int | None = None  # calls per rate_window; more answers 429
     rate_window: float = 60.0  # also the window "max calls in any window" is measured over
@@ -76,6 +91,7 @@ class SmarterUMockConfig:
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
     hostile_xml: float = 0.0  # share of calls answered with a billion-laughs or XXE body
+    wire: WireOptions = field(default_factory=WireOptions)
     seed: int = 0
 
 
@@ -153,14 +169,15 @@ class SmarterUMock:
         self.largest_call = 0  # most Unenrollment blocks seen in one call
         self._queue: deque[tuple[float, str]] = deque()  # (due, id), due never decreasing
         self._started = False
-        self.app = web.Application()
+        self.app = mock_app(c.wire, c.time_scale, c.seed)
         self.app[MOCK_KEY] = self
         self.app.router.add_post("/apiv2/", self.api)
         self.app.router.add_post("/apiv2", self.api)
         self.app.router.add_get("/__mock__/stats", self.stats)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> MockServer:
-        return MockServer(self.app, host, port)
+    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
+        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
+        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -214,7 +231,7 @@ class SmarterUMock:
         now = self.now()
         self.advance_queue(now)
         c = self.config
-        if c.require_https:
+        if c.require_https and not request.secure:
             self.calls["?"] += 1
             return self._whole_call_error("SU:01", "No POST data detected.")
         if not self.counter.hit(now):
@@ -349,16 +366,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-delay", type=float, default=60.0)
     parser.add_argument("--rate-limit", type=int, default=None, help="calls per --rate-window, then 429")
     parser.add_argument("--rate-window", type=float, default=60.0)
-    parser.add_argument("--require-https", action="store_true", help="answer every POST with SU:01")
+    parser.add_argument("--require-https", action="store_true", help="answer a plain-HTTP POST with SU:01")
     parser.add_argument("--seed", type=int, default=0)
+    add_wire_arguments(parser)
     args = parser.parse_args(argv)
+    wire, ssl_context = wire_from_arguments(parser, args)
     if not math.isfinite(args.time_scale) or args.time_scale <= 0:
         parser.error("--time-scale must be a positive number")
     config = SmarterUMockConfig(time_scale=args.time_scale, queue_delay=args.queue_delay,
                                 rate_limit=args.rate_limit, rate_window=args.rate_window,
-                                require_https=args.require_https, seed=args.seed)
+                                require_https=args.require_https, wire=wire, seed=args.seed)
     state = SmarterUMockState.generate(args.enrolled, args.queued, seed=args.seed)
-    web.run_app(SmarterUMock(config, state).app, host=args.host, port=args.port)
+    web.run_app(SmarterUMock(config, state).app, host=args.host, port=args.port, ssl_context=ssl_context)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ share a course (PUT), read a batch's learners (GET, 25 a page), and
 ``GET /__mock__/stats``. Per-API threshold (rolling or fixed window) with the 5 minute
 lock answering code 7209; caps (422 over the id cap, 414 over the URL cap); 404 for an
 unknown course or batch; 400 for a malformed erecno; tokens that expire; seeded latency
-and faults; every duration multiplied by ``time_scale``.
+and faults; answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls);
+every duration multiplied by ``time_scale``.
 
-Run it as a process: ``python -m unenroll.adapters.mocks.zoho --port 8080``.
+Run it as a process: ``python -m unenroll.adapters.mocks.zoho --port 8080`` (``--help``
+lists the wire and HTTPS flags).
 """
 
 from __future__ import annotations
@@ -17,13 +19,26 @@ import asyncio
 import json
 import random
 import secrets
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from .common import FaultLog, Faults, Latency, MockServer, ThresholdCounter, WindowKind, answer_fault
+from .common import (
+    FaultLog,
+    Faults,
+    Latency,
+    MockServer,
+    ThresholdCounter,
+    WindowKind,
+    WireOptions,
+    add_wire_arguments,
+    answer_fault,
+    mock_app,
+    wire_from_arguments,
+)
 
 LOCKED_BODY = {
     "code": "7209",
@@ -49,6 +64,7 @@ class ZohoMockConfig:
     time_scale: float = 1.0
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
+    wire: WireOptions = field(default_factory=WireOptions)
     seed: int = 0
     # erecnos that make the whole call fail with 400, as a malformed one would (poison)
     refused_erecnos: frozenset[str] = frozenset()
@@ -111,7 +127,7 @@ class ZohoMock:
         self.statuses: dict[str, Counter[int]] = {name: Counter() for name in self.ENDPOINTS}
         self.tokens: dict[str, float] = {}  # token -> expiry (loop time)
         self.tokens_issued = 0
-        self.app = web.Application()
+        self.app = mock_app(c.wire, c.time_scale, c.seed)
         r = self.app.router
         r.add_post("/oauth/v2/token", self.token)
         r.add_post("/api/v1/courses/{course}/batches/{batch}/unenroll", self.unenroll)
@@ -120,8 +136,9 @@ class ZohoMock:
         r.add_get("/api/v1/courses/{course}/batches/{batch}/learners", self.read_learners)
         r.add_get("/__mock__/stats", self.stats)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> MockServer:
-        return MockServer(self.app, host, port)
+    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
+        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
+        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -294,10 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--courses", type=int, default=2)
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--learners", type=int, default=100)
+    add_wire_arguments(parser)
     args = parser.parse_args(argv)
-    mock = ZohoMock(ZohoMockConfig(time_scale=args.time_scale),
+    wire, ssl_context = wire_from_arguments(parser, args)
+    mock = ZohoMock(ZohoMockConfig(time_scale=args.time_scale, wire=wire),
                     ZohoMockState.generate(args.courses, args.batches, args.learners))
-    web.run_app(mock.app, host=args.host, port=args.port, handler_args={"max_line_size": 65536})
+    web.run_app(mock.app, host=args.host, port=args.port, ssl_context=ssl_context,
+                handler_args={"max_line_size": 65536})
 
 
 if __name__ == "__main__":
