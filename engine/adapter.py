@@ -46,6 +46,14 @@ class EndpointSpec:
             margin=self.margin * time_scale,
         )
 
+    def pause_for(self, retry_after: float | None, max_pause: float) -> float:
+        """Seconds to pause this endpoint after a throttle: the vendor's word, at most
+        ``max_pause`` (an ``inf`` or a billion seconds never hangs a job); without a usable
+        word (none, negative, NaN, not a number) the endpoint's own ``lock_period``."""
+        if not isinstance(retry_after, int | float) or not retry_after >= 0:  # NaN fails >=
+            return self.lock_period
+        return min(float(retry_after), max_pause)
+
     def make_limiter(self) -> CallLimiter:
         if self.limiter_factory is not None:
             return self.limiter_factory(self)

@@ -22,7 +22,8 @@ Invariant (pinned by ``tests/test_adaptive_limiter.py`` on the pure :class:`Aimd
    never closer than ``1 / max_rate`` seconds (the configured ceiling is never exceeded);
 2. two consecutive starts are at least ``1 / rate`` apart, ``rate`` as it stands when the
    later one starts (a throttle in between only widens the gap);
-3. no call starts before a pause ends;
+3. no call starts before a pause ends, and a pause keeps the limiter's pause invariant
+   (``limiter.py``): NaN or negative seconds change nothing, none lasts beyond ``LONGEST_PAUSE``;
 4. after a throttle the rate is at most ``max(min_rate, decrease * r)``, ``r`` the rate
    before it, unless no call started since the previous decrease: answers to calls
    that were already in flight at one decrease do not decrease it again (one decrease
@@ -38,7 +39,7 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from .limiter import Permit, start_when_allowed
+from .limiter import Permit, sane_pause, start_when_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ class AimdSchedule:
 
     def throttled(self, now: float, seconds: float) -> None:
         """The vendor throttled a call: no start for ``seconds`` from ``now``; slow down."""
-        self.paused_until = max(self.paused_until, now + max(0.0, seconds))
+        self.paused_until = max(self.paused_until, now + sane_pause(seconds))
         if self.starts_since_decrease > 0:
             self.step = self.settings.increase_share * self.rate  # the climb back is scaled to this rate
             self.rate = max(self.settings.min_rate, self.rate * self.settings.decrease)
@@ -163,6 +164,11 @@ class AdaptiveRateLimiter:
     @property
     def decreases(self) -> int:
         return self._schedule.decreases
+
+    @property
+    def paused_until(self) -> float:
+        """No call starts before this time (``-inf``: never paused)."""
+        return self._schedule.paused_until
 
     async def acquire(self) -> Permit:
         return await start_when_allowed(self._schedule, self._clock)

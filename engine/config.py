@@ -8,7 +8,7 @@ Settings (never secrets) come from, later winning:
    ``UNENROLL_<VENDOR>_<KEY>`` (``UNENROLL_ZOHO_BASE_URL``).
 
 Job settings live in ``[job]``; a vendor's limits in ``[<vendor>.limits]``. Every
-duration (windows, locks, retry delays) is multiplied by ``time_scale``: 1 for a real
+duration (windows, locks, retry delays, ``max_pause``) is multiplied by ``time_scale``: 1 for a real
 vendor, 0.01 to rehearse against a mock quickly. Unknown keys are errors, so a typo
 never silently falls back to a default.
 
@@ -50,7 +50,7 @@ RETRY_KEYS: dict[str, type] = {
     "jitter": float,
 }
 JOB_KEYS: dict[str, type] = {
-    **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int,
+    **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int, "max_pause": float,
 }
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
 
@@ -179,8 +179,9 @@ def load_settings(
         if value <= 0:
             raise ConfigError(f"{sources[key]}: {key} must be above 0")
     try:
-        retry = RetryPolicy(**{k: v for k, v in job.items() if k in RETRY_KEYS}).scaled(connection.time_scale)
+        retry = RetryPolicy(**{k: v for k, v in job.items() if k in RETRY_KEYS})
         job_settings = JobSettings(retry=retry, **{k: v for k, v in job.items() if k not in RETRY_KEYS})
+        job_settings = job_settings.scaled(connection.time_scale)  # retry delays and max_pause are vendor time
     except ValueError as exc:
         raise ConfigError(f"{path} [job]: {exc}") from None
     return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources)

@@ -46,6 +46,9 @@ class Report:
     stopped: str | None = None  # why the job ended early, if it did
     replayed: int = 0  # items whose confirmed outcome came from an earlier run's journal
     options: dict[str, bool] = field(default_factory=dict)
+    # every item of the input was taken in; False: the job stopped with a stream (or other
+    # non-Sized input) not read to its end, and ``total`` is how many items were taken in
+    input_complete: bool = True
 
     @property
     def calls(self) -> int:
@@ -73,6 +76,7 @@ class Report:
             "stopped": self.stopped,
             "replayed": self.replayed,
             "options": dict(self.options),
+            "input_complete": self.input_complete,
         }
 
     def summary(self) -> str:
@@ -80,6 +84,8 @@ class Report:
         lines = [f"unenroll report: {self.vendor}, {self.total} items, {self.elapsed:.2f}s"]
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}")
+        if not self.input_complete:
+            lines.append(f"  input: {self.total} items were taken in; the rest of the input was not read")
         if self.replayed:
             lines.append(f"  resumed: {self.replayed} items were confirmed by the earlier run and not sent again")
         for outcome in Outcome:

@@ -21,7 +21,11 @@ The schedule itself is a pure object (:class:`WindowSchedule`) so its invariant 
 checked against any sequence of arrivals without clocks (``tests/test_limiter.py``).
 
 A limiter also *pauses*: when a vendor signals a lock or a throttle, every caller of
-that endpoint waits until the pause ends; other endpoints have their own limiters.
+that endpoint waits until the pause ends; other endpoints have their own limiters. Every
+limiter keeps the pause invariant: ``pause`` never moves the end of a pause earlier (a
+NaN or negative pause changes nothing) and never puts it more than :data:`LONGEST_PAUSE`
+past now (``inf`` included), so no answer can hold an endpoint for ever or lift its pause.
+How long to pause for a vendor's word is the caller's rule (``EndpointSpec.pause_for``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ from collections.abc import Callable
 from typing import Protocol
 
 import anyio
+
+# a backstop, far above any real vendor's lock: the job's own bound is ``JobSettings.max_pause``
+LONGEST_PAUSE = 24 * 3600.0
+
+
+def sane_pause(seconds: float) -> float:
+    """``seconds`` as a pause a limiter can honour: NaN or negative is no pause, and no pause
+    is longer than :data:`LONGEST_PAUSE`."""
+    if not seconds > 0.0:  # NaN fails every comparison
+        return 0.0
+    return min(seconds, LONGEST_PAUSE)
 
 
 class Permit:
@@ -57,7 +72,8 @@ class CallLimiter(Protocol):
         ...
 
     def pause(self, seconds: float) -> None:
-        """The vendor said stop: no call starts for ``seconds`` from now."""
+        """The vendor said stop: no call starts for ``seconds`` from now. Keeps the pause
+        invariant (module docstring): garbage never lifts a pause, nothing pauses for ever."""
         ...
 
 
@@ -124,7 +140,8 @@ class WindowSchedule:
         return permit
 
     def pause_until(self, until: float) -> None:
-        self.paused_until = max(self.paused_until, until)
+        if until > self.paused_until:  # a NaN is never later
+            self.paused_until = until
 
 
 class RollingWindowLimiter:
@@ -159,9 +176,14 @@ class RollingWindowLimiter:
         if permit.end == math.inf:  # the first word counts: the answer's arrival
             permit.end = max(permit.start, self._clock())
 
+    @property
+    def paused_until(self) -> float:
+        """No call starts before this time (``-inf``: never paused)."""
+        return self._schedule.paused_until
+
     def pause(self, seconds: float) -> None:
         self.pauses += 1
-        self._schedule.pause_until(self._clock() + seconds)
+        self._schedule.pause_until(self._clock() + sane_pause(seconds))
 
 
 class UnlimitedLimiter:
@@ -182,6 +204,11 @@ class UnlimitedLimiter:
     def done(self, permit: Permit) -> None:
         permit.end = self._clock()
 
+    @property
+    def paused_until(self) -> float:
+        """No call starts before this time (``-inf``: never paused)."""
+        return self._paused_until
+
     def pause(self, seconds: float) -> None:
         self.pauses += 1
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._paused_until = max(self._paused_until, self._clock() + sane_pause(seconds))

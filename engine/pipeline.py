@@ -10,7 +10,11 @@ the de-duplication set (one integer per distinct item).
 When the job stops early (cancelled, a fatal vendor answer, the input failed), calls in
 flight are allowed to finish (they are shielded; the transport's timeout bounds them),
 and every item still open ends ``not_sent`` with the reason: the report always accounts
-for every item taken in.
+for every item taken in. A finite input (``Sized``: a list, a tuple...) that was not all
+taken in is then drained by the intake's own rules (rejected and duplicate items end as
+they would have, the rest ``not_sent``), so its report covers the whole input. A stream
+or any other iterable is not read further (it may be unbounded, or have side effects);
+``Report.input_complete`` is then False and ``Report.total`` says how many were taken in.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import math
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -56,12 +60,21 @@ class JobSettings:
     outcome_buffer: int = 1_000  # outcomes held for a slow stream consumer
     seed: int | None = None  # for backoff jitter
     stop_grace: float = 30.0  # seconds a stopping job waits for a stream reader to take what is left
+    max_pause: float = 3600.0  # the longest a vendor's Retry-After may pause an endpoint (vendor time)
 
     def __post_init__(self) -> None:
         if self.max_buffered_items < 1 or self.outcome_buffer < 1:
             raise ValueError("max_buffered_items and outcome_buffer must be at least 1")
         if self.linger < 0 or self.max_throttles < 0 or self.stop_grace < 0 or self.max_chunk_wait < 0:
             raise ValueError("linger, max_chunk_wait, max_throttles and stop_grace cannot be negative")
+        if not 0.0 < self.max_pause < math.inf:  # NaN fails too
+            raise ValueError("max_pause must be a number of seconds above 0")
+
+    def scaled(self, time_scale: float) -> JobSettings:
+        """The durations that stand for vendor time (the retry policy, ``max_pause``)
+        multiplied by ``time_scale``, as ``EndpointSpec.scaled`` does the vendor's limits;
+        ``linger``, ``max_chunk_wait`` and ``stop_grace`` are our own and stay."""
+        return replace(self, retry=self.retry.scaled(time_scale), max_pause=self.max_pause * time_scale)
 
 
 class _Endpoint:
@@ -129,6 +142,14 @@ class Job:
         self._task_group: TaskGroup | None = None
         self._undelivered: deque[ItemOutcome] = deque()
         self._chunk_ids = itertools.count(1)
+        # the intake's state, on the job so a stopped job can drain a finite input by the same rules
+        self._taken = 0  # items taken in: the next item's index
+        self._seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
+        self._targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
+        self._source: Iterator[Any] | None = None  # a sync input, as it is read
+        self._batch: Iterator[Any] = iter(())  # the part of the current batch not taken in yet
+        self._input_read = False  # the intake (or the drain) reached the input's end
+        self._input_failed = False
 
     @property
     def report(self) -> Report:
@@ -153,6 +174,9 @@ class Job:
                 self._stop_reason = scrub(f"internal error: {type(cause).__name__}: {cause}")
             raise
         finally:
+            if not self._input_read:
+                self._drain()
+            self.report.input_complete = self._input_read
             if self._ledger.open_count:
                 reason = self._stop_reason or "the job was cancelled"
                 self._stop_reason = reason
@@ -222,43 +246,26 @@ class Job:
     # -- intake ---------------------------------------------------------------------------
 
     async def _intake(self) -> None:
-        """Per item: open it in the ledger, validate, de-duplicate, route. The hot loop of
-        the engine, so per-target work is cached and the clock is read per batch."""
-        seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
-        targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
-        operations, endpoints, ledger, journal = self.adapter.operations, self._endpoints, self._ledger, self._journal
+        """Per item: take it in (:meth:`_admit`), then route it to its endpoint's buffer,
+        waiting while that buffer is at its high-water mark. The hot loop of the engine, so
+        per-target work is cached and the clock is read per batch."""
+        endpoints, admit = self._endpoints, self._admit
         high_water = self.settings.max_buffered_items
-        index = checkpointed = 0
+        checkpointed = 0
         now = anyio.current_time()
+        items = self._items
         try:
-            async for batch in _batches(self._items):
+            if not isinstance(items, AsyncIterable):
+                items = self._source = iter(items)
+            async for batch in _batches(items):
                 now = anyio.current_time()
-                for raw in batch:
-                    work = Work(index, raw if isinstance(raw, Item) else placeholder_item(raw))
-                    index += 1
-                    ledger.open(work)
-                    item = work.item
-                    if journal is not None and (recalled := journal.recall(work.index)) is not None:
-                        work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
-                        if recalled.confirmed and recalled.outcome is not None:  # never sent again
-                            if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
-                                seen.add(hash((item.operation, item.target, item.subject)))
-                            await self._emit([ledger.end(work, recalled.outcome, recalled.code, recalled.message)])
-                            continue
-                    try:
-                        op = operations.get(item.operation)
-                        problem = intake_problem(raw, item, op, targets)
-                        key = hash((item.operation, item.target, item.subject))
-                    except TypeError:  # a list where an id should be: unhashable
-                        op, problem = None, "the operation, target and id must be strings"
-                    if problem is not None or op is None:
-                        await self._emit([ledger.end(work, Outcome.REJECTED, "invalid", problem)])
+                self._batch = rest = iter(batch)
+                for raw in rest:
+                    work, op, ended = admit(raw)
+                    if ended is not None:
+                        await self._emit([ended])
                         continue
-                    if key in seen:
-                        await self._emit([ledger.end(work, Outcome.DUPLICATE, "duplicate",
-                                                     "the same item appeared earlier in the input")])
-                        continue
-                    seen.add(key)
+                    assert op is not None
                     ep = endpoints[op.endpoint]
                     if ep.buffer.count >= high_water:
                         while ep.buffer.count >= high_water:
@@ -268,15 +275,63 @@ class Job:
                     ep.open_items += 1
                     if ep.buffer.put(op, work, now):
                         self._notify()
-                if index - checkpointed >= 256:  # let the workers run
-                    checkpointed = index
+                if self._taken - checkpointed >= 256:  # let the workers run
+                    checkpointed = self._taken
                     await anyio.lowlevel.checkpoint()
+            self._input_read = True
         except Exception as exc:  # the caller's input failed: finish what was read, say why
-            self._stop_reason = scrub(f"the input failed after {index} items: {type(exc).__name__}: {exc}")
-            self._log.error("input.failed", after_items=index, error=self._stop_reason)
+            self._input_failed = True
+            self._stop_reason = scrub(f"the input failed after {self._taken} items: {type(exc).__name__}: {exc}")
+            self._log.error("input.failed", after_items=self._taken, error=self._stop_reason)
         finally:
             self._intake_done = True
             self._notify()
+
+    def _admit(self, raw: Any) -> tuple[Work, Operation | None, ItemOutcome | None]:
+        """Take one input item in: open it in the ledger, then either end it here (its
+        outcome confirmed by the journal, rejected, a duplicate) or return the operation to
+        route it by. Never waits, so the drain of a stopped job's input applies the same rules."""
+        work = Work(self._taken, raw if isinstance(raw, Item) else placeholder_item(raw))
+        self._taken += 1
+        ledger, journal, item = self._ledger, self._journal, work.item
+        ledger.open(work)
+        if journal is not None and (recalled := journal.recall(work.index)) is not None:
+            work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
+            if recalled.confirmed and recalled.outcome is not None:  # never sent again
+                if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
+                    self._seen.add(hash((item.operation, item.target, item.subject)))
+                return work, None, ledger.end(work, recalled.outcome, recalled.code, recalled.message)
+        try:
+            op = self.adapter.operations.get(item.operation)
+            problem = intake_problem(raw, item, op, self._targets)
+            key = hash((item.operation, item.target, item.subject))
+        except TypeError:  # a list where an id should be: unhashable
+            op, problem = None, "the operation, target and id must be strings"
+        if problem is not None or op is None:
+            return work, None, ledger.end(work, Outcome.REJECTED, "invalid", problem)
+        if key in self._seen:
+            return work, None, ledger.end(work, Outcome.DUPLICATE, "duplicate",
+                                          "the same item appeared earlier in the input")
+        self._seen.add(key)
+        return work, op, None
+
+    def _drain(self) -> None:
+        """The job stopped before its input was all taken in. A finite input (``Sized``,
+        not async) is taken in to its end by :meth:`_admit`'s rules and its items left open
+        (they end ``not_sent`` with the rest), so the report covers the whole input; any
+        other input is not read further (a stream may never end). Never waits."""
+        if self._input_failed or isinstance(self._items, AsyncIterable) or not isinstance(self._items, Sized):
+            return
+        try:
+            source = iter(self._items) if self._source is None else self._source  # None: stopped before the intake ran
+            for raw in itertools.chain(self._batch, source):
+                ended = self._admit(raw)[2]
+                if ended is not None and self._outcomes is not None:
+                    self._undelivered.append(ended)
+        except Exception as exc:  # the input failed while drained: what was read is accounted for
+            self._log.error("input.failed", after_items=self._taken, error=scrub(f"{type(exc).__name__}: {exc}"))
+            return
+        self._input_read = True
 
     # -- workers --------------------------------------------------------------------------
 
@@ -346,7 +401,8 @@ class Job:
     async def _send(
         self, ep: _Endpoint, chunk: Chunk, credentials: tuple[int, Mapping[str, str]], permit: Permit
     ) -> None:
-        """Send one chunk (again after a token refresh), then act on the answer.
+        """Send one chunk (once more after a token refresh: at most one refresh per attempt,
+        a further 401 is an attempt spent, see :meth:`_act`), then act on the answer.
 
         The call holds its place on the wire until its answer is in and read (a throttle
         pauses the endpoint first). Once the endpoint has answered normally, the place is
@@ -383,7 +439,7 @@ class Job:
                     finally:
                         ep.limiter.done(permit)  # the window counts from the answer (limiter.py)
                 if result.verdict is CallVerdict.THROTTLED:  # before the next call may leave
-                    pause = result.retry_after if result.retry_after is not None else ep.spec.lock_period
+                    pause = ep.spec.pause_for(result.retry_after, self.settings.max_pause)
                     ep.limiter.pause(pause)
                     ep.stats.throttled += 1
                     log.warning("endpoint.throttled", code=result.code, pause_s=round(pause, 3))
@@ -443,7 +499,9 @@ class Job:
                     retry.append(w)
             if retry:
                 self._retry_later(ep, op, retry, None, None, now, end)
-        elif verdict is CallVerdict.RETRY:
+        elif verdict is CallVerdict.RETRY or verdict is CallVerdict.AUTH_EXPIRED:
+            # AUTH_EXPIRED here: refused again right after a refresh (the refresh may not have
+            # reached every server yet): an attempt spent; the next attempt may refresh once more
             ep.stats.retried_calls += 1
             for w in works:
                 w.answer_lost = w.answer_lost or answer_lost
@@ -475,7 +533,7 @@ class Job:
             ep.buffer.put_pinned(op, chunk.target, works[:half], now)
         elif verdict is CallVerdict.FATAL:
             self._stop(scrub(f"{result.code}: {result.message}"))
-        else:  # FAILED, a refused single item, or credentials refused after a refresh
+        else:  # FAILED, or a refused single item
             for w in works:
                 end(w, Outcome.FAILED, result.code, result.message)
         return ended
@@ -498,11 +556,17 @@ class Job:
 
 
 def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], response: Any) -> CallResult:
-    """The adapter's reading, checked: an adapter that raises or miscounts is a bad answer."""
+    """The adapter's reading, checked: an adapter that raises or miscounts is a bad answer.
+
+    A 429 is a throttle whatever else in it could not be read: the vendor did nothing, so
+    it pauses the endpoint (its own pause) and spends no attempt."""
     try:
         result = op.read_response(target, subjects, response)
     except Exception as exc:  # an answer the adapter could not read: retry, never crash
-        return CallResult.whole(CallVerdict.RETRY, "unreadable", scrub(f"{type(exc).__name__}: {exc}"))
+        message = scrub(f"{type(exc).__name__}: {exc}")
+        if getattr(response, "status", None) == 429:
+            return CallResult.whole(CallVerdict.THROTTLED, "429", f"too many requests (unreadable: {message})")
+        return CallResult.whole(CallVerdict.RETRY, "unreadable", message)
     if result.verdict is CallVerdict.ANSWERED and len(result.items) != len(subjects):
         return CallResult.whole(CallVerdict.RETRY, "unreadable",
                                 f"the answer covered {len(result.items)} of {len(subjects)} items")

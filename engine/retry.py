@@ -4,7 +4,9 @@ between them. The pipeline asks it two questions and keeps no retry logic of its
 Invariant: an item is sent at most ``max_attempts`` times counting the first, and is
 not re-sent once ``deadline`` seconds have passed since its first send. Re-sends that
 fix the *request* rather than wait out a fault (bisecting a refused chunk, halving an
-oversized one, refreshing a token) spend no attempt; they are bounded on their own.
+oversized one, the one re-send after refreshing a token) spend no attempt; they are
+bounded on their own. A call refused again right after a refresh spends one, so
+credentials that keep failing end ``gave_up`` within this budget.
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
+from typing import Any
 
 import anyio
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.limiter import Permit, RollingWindowLimiter, WindowSchedule
+from unenroll.adaptive_limiter import AdaptiveRateLimiter
+from unenroll.limiter import LONGEST_PAUSE, Permit, RollingWindowLimiter, UnlimitedLimiter, WindowSchedule, sane_pause
 
 
 def _most_in_any_window(starts: list[float], window: float) -> int:
@@ -108,3 +113,29 @@ async def test_a_pause_holds_every_caller_until_it_ends() -> None:
     await limiter.acquire()
     assert anyio.current_time() - paused_at >= 0.05
     assert limiter.pauses == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda clock: RollingWindowLimiter(5, 1.0, clock=clock),
+    lambda clock: UnlimitedLimiter(clock=clock),
+    lambda clock: AdaptiveRateLimiter(clock=clock),
+], ids=["rolling", "unlimited", "adaptive"])
+def test_a_pause_is_never_for_ever_and_garbage_never_lifts_one(make: Callable[[Callable[[], float]], Any]) -> None:
+    """Whatever ``pause`` is given, the limiter resumes by LONGEST_PAUSE from now at the latest,
+    and a NaN or negative pause changes nothing."""
+    now = 100.0
+    limiter = make(lambda: now)
+    limiter.pause(10.0)
+    for garbage in (math.nan, -5.0, -math.inf, 0.0):
+        limiter.pause(garbage)
+        assert limiter.paused_until == 110.0
+    limiter.pause(math.inf)
+    assert limiter.paused_until == 100.0 + LONGEST_PAUSE
+    limiter.pause(1e300)
+    assert limiter.paused_until == 100.0 + LONGEST_PAUSE
+
+
+def test_pause_seconds_are_made_sane() -> None:
+    assert [sane_pause(s) for s in (math.nan, -1.0, -math.inf, 0.0, 2.5, math.inf, 1e300)] == [
+        0.0, 0.0, 0.0, 0.0, 2.5, LONGEST_PAUSE, LONGEST_PAUSE]
+    assert math.isfinite(LONGEST_PAUSE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
 from unenroll import Item, ItemOutcome, Job, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
+from unenroll.auth import AuthError
 from unenroll.limiter import Permit
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import TransportError
@@ -398,3 +399,124 @@ async def test_an_item_with_unhashable_fields_is_rejected_and_the_input_goes_on(
     report = await run(fake_vendor(), items, settings=SETTINGS)
     assert report.counts == {"unenrolled": 2, "rejected": 2}
     assert report.stopped is None
+
+
+# -- issue 11: a second 401 after a refresh; a finite input stopped early ------------------
+
+
+class CountingAuth:
+    """A token per generation; ``refresh`` fetches a new one unless another caller already
+    did, or raises AuthError when the token endpoint refuses the credentials."""
+
+    def __init__(self, refused: bool = False) -> None:
+        self.generation = 1
+        self.fetches = 0
+        self.refused = refused
+
+    async def headers(self) -> tuple[int, Mapping[str, str]]:
+        return self.generation, {"Authorization": f"Bearer t{self.generation}"}
+
+    async def refresh(self, generation: int) -> bool:
+        if self.refused:
+            raise AuthError("token endpoint refused the credentials (HTTP 400)")
+        if generation != self.generation:
+            return False
+        self.generation += 1
+        self.fetches += 1
+        return True
+
+
+def unauthorised_first(calls: int) -> Callable[[tuple[str, ...], Sequence[str]], CallResult]:
+    answered = 0
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        nonlocal answered
+        answered += 1
+        if answered <= calls:
+            return CallResult.whole(CallVerdict.AUTH_EXPIRED, "401", "invalid token")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    return decide
+
+
+async def test_a_second_401_right_after_a_refresh_is_retried_not_failed(fake_vendor: Callable[..., FakeVendor]) -> None:
+    vendor = fake_vendor(decide=unauthorised_first(3), max_items=10, max_in_flight=1)
+    vendor.auth = auth = CountingAuth()  # type: ignore[assignment]
+    report = await run(vendor, items_for(10, targets=1), settings=SETTINGS)
+    assert report.counts == {"unenrolled": 10}
+    # 401, refresh, 401 (a spent attempt, with backoff), 401, refresh, answered
+    assert len(vendor.calls) == 4
+    assert auth.fetches == report.endpoints["bulk"].auth_refreshes == 2
+    assert report.retried_items == 10
+
+
+async def test_401s_for_ever_end_gave_up_within_the_retry_budget_never_failed(
+    fake_vendor: Callable[..., FakeVendor],
+) -> None:
+    vendor = fake_vendor(decide=unauthorised_first(10**9), max_items=10, max_in_flight=1)
+    vendor.auth = auth = CountingAuth()  # type: ignore[assignment]
+    policy = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+    got: list[ItemOutcome] = []
+    report = await run(vendor, items_for(10, targets=1), settings=JobSettings(retry=policy, linger=0.0),
+                       sinks=[got.append])
+    assert report.counts == {"gave_up": 10}
+    assert report.stopped is None
+    assert len(vendor.calls) == 6  # each attempt: a send, one refresh, a re-send
+    assert auth.fetches == 3
+    assert {(o.code, o.attempts) for o in got} == {("401", 6)}
+    # credentials the token endpoint refuses outright still stop the job
+    refusing = fake_vendor(decide=unauthorised_first(10**9), max_items=10, max_in_flight=1)
+    refusing.auth = CountingAuth(refused=True)  # type: ignore[assignment]
+    report = await run(refusing, items_for(10, targets=1), settings=JobSettings(retry=policy, linger=0.0))
+    assert report.counts == {"not_sent": 10}
+    assert report.stopped is not None and "refused the credentials" in report.stopped
+
+
+def fatal_after(calls: int) -> Callable[[tuple[str, ...], Sequence[str]], CallResult]:
+    answered = 0
+
+    def decide(target: tuple[str, ...], subjects: Sequence[str]) -> CallResult:
+        nonlocal answered
+        answered += 1
+        if answered > calls:
+            return CallResult.whole(CallVerdict.FATAL, "403", "no permission")
+        return CallResult.answered([ItemResult.final(Outcome.UNENROLLED)] * len(subjects))
+
+    return decide
+
+
+async def test_a_finite_input_stopped_early_is_accounted_for_in_full(fake_vendor: Callable[..., FakeVendor]) -> None:
+    """5,000 items, a 403 after two calls: every item of the input has its outcome, the
+    untaken rest ``not_sent``, and the intake's rules still hold for it."""
+    items: list[object] = [*items_for(4_990), *items_for(5), *[Item("unenroll", ("c0",), "abc")] * 5]
+    vendor = fake_vendor(decide=fatal_after(2), max_items=10, max_in_flight=1)
+    got: list[ItemOutcome] = []
+    settings = JobSettings(retry=FAST_RETRY, linger=0.0, max_buffered_items=100)
+    report = await run(vendor, items, settings=settings, sinks=[got.append])
+    assert report.stopped == "403: no permission"
+    assert_exactly_once(got, 5_000)
+    assert report.total == 5_000 == sum(report.counts.values())
+    assert report.input_complete
+    assert report.counts == {"unenrolled": 20, "duplicate": 5, "rejected": 5, "not_sent": 4_970}
+    by_index = {o.index: o.outcome for o in got}
+    assert [by_index[i] for i in range(4_990, 5_000)] == [Outcome.DUPLICATE] * 5 + [Outcome.REJECTED] * 5
+
+
+async def test_a_stream_stopped_early_says_how_much_of_it_was_taken_in(fake_vendor: Callable[..., FakeVendor]) -> None:
+    taken = 0
+
+    async def source() -> AsyncIterator[Item]:
+        nonlocal taken
+        for item in items_for(5_000):
+            taken += 1
+            yield item
+
+    vendor = fake_vendor(decide=fatal_after(2), max_items=10, max_in_flight=1)
+    report = await run(vendor, source(), settings=JobSettings(retry=FAST_RETRY, linger=0.0, max_buffered_items=100))
+    assert report.stopped == "403: no permission"
+    assert not report.input_complete
+    assert report.total == sum(report.counts.values()) < 5_000
+    assert report.as_dict()["input_complete"] is False
+    assert "not read" in report.summary()
+    whole = await run(fake_vendor(), items_for(30), settings=SETTINGS)
+    assert whole.input_complete and whole.as_dict()["input_complete"] is True
