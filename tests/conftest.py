@@ -1,17 +1,20 @@
-"""Shared fixtures: a Zoho mock on loopback with an adapter pointed at it, and an
-in-process fake vendor for engine tests that need no HTTP."""
+"""Shared fixtures: a Zoho mock on loopback with an adapter pointed at it, the networks a
+mock is reached over (plain loopback HTTP, or HTTPS with answers in gzip, chunked pieces),
+and an in-process fake vendor for engine tests that need no HTTP."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from unenroll import EndpointSpec, Item, Operation, Outcome, RetryPolicy
+from unenroll.adapters.mocks.common import HOSTILE_WIRE, LoopbackTLS, WireOptions
 from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
 from unenroll.auth import NoAuth
@@ -20,6 +23,39 @@ from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
 
 TIME_SCALE = 0.01  # a minute is 0.6 s, the 5 minute lock 3 s
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.05)
+
+
+@dataclass(frozen=True)
+class Network:
+    """How a test reaches its mock: the mock's wire options and, for HTTPS, the test certificate."""
+
+    wire: WireOptions
+    tls: LoopbackTLS | None
+
+    @property
+    def server_ssl(self) -> ssl.SSLContext | None:
+        return self.tls.server if self.tls is not None else None
+
+    def session(self) -> aiohttp.ClientSession:
+        """A client session that trusts the test certificate (and only it) when there is one."""
+        connector = aiohttp.TCPConnector(ssl=self.tls.client) if self.tls is not None else None
+        return aiohttp.ClientSession(connector=connector)
+
+
+LOOPBACK_HTTP = Network(WireOptions(), None)
+
+
+@pytest.fixture(scope="session")
+def loopback_tls() -> LoopbackTLS:
+    return LoopbackTLS.generate()
+
+
+@pytest.fixture(params=["http", "https-fragmented"])
+def network(request: pytest.FixtureRequest, loopback_tls: LoopbackTLS) -> Network:
+    """Each integration test that takes it runs twice: over plain loopback HTTP as the mock
+    writes by default, and over HTTPS with every answer gzip-encoded, chunked and in pieces
+    with pauses (as real vendors and networks deliver them)."""
+    return LOOPBACK_HTTP if request.param == "http" else Network(HOSTILE_WIRE, loopback_tls)
 
 
 @dataclass
@@ -41,11 +77,15 @@ async def zoho_rig(
     state: ZohoMockState | None = None,
     limits: ZohoLimits | None = None,
     request_timeout: float = 5.0,
+    network: Network = LOOPBACK_HTTP,
 ) -> AsyncIterator[ZohoRig]:
-    """A Zoho mock on 127.0.0.1 and a ZohoPeople adapter with refresh credentials for it."""
+    """A Zoho mock on 127.0.0.1 and a ZohoPeople adapter with refresh credentials for it,
+    over ``network`` (whose wire options, unless plain, replace the config's)."""
     config = config or ZohoMockConfig(time_scale=TIME_SCALE)
+    if not network.wire.plain:
+        config = replace(config, wire=network.wire)
     mock = ZohoMock(config, state or ZohoMockState.generate(2, 2, 50))
-    async with mock.serve() as server, aiohttp.ClientSession() as session:
+    async with mock.serve(ssl_context=network.server_ssl) as server, network.session() as session:
         adapter = ZohoPeople(
             session=session,
             base_url=server.url,

@@ -3,6 +3,9 @@
 Time is scaled by 0.01: the 3.6 s spacing between calls is 36 ms, an hour is 36 s.
 The mock's bucket is given a small capacity so that a client that bursts would be
 refused: "no 429" then means the calls really were spaced at the documented rate.
+
+Tests that take ``network`` run twice: over plain HTTP, and over HTTPS with every answer
+gzip-encoded, chunked and written in pieces with pauses.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import pytest
 
 import unenroll
+from tests.conftest import LOOPBACK_HTTP, Network
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, Report, RetryPolicy
 from unenroll.adapters import docebo
 from unenroll.adapters.docebo import Docebo, DoceboLimits
@@ -58,9 +62,13 @@ async def rig(
     config: DoceboMockConfig, state: DoceboMockState, *, client_secret: str = "mock-client-secret",
     limits: DoceboLimits | None = None, client_timeout: float = 10.0,
     reset_tracks: bool = False, cascade: bool = False, delete_issued_certificates: bool = False,
+    network: Network = LOOPBACK_HTTP,
 ) -> AsyncIterator[Rig]:
+    """The mock over ``network`` (whose wire options, unless plain, replace the config's)."""
+    if not network.wire.plain:
+        config = replace(config, wire=network.wire)
     mock = DoceboMock(config, state)
-    async with mock.serve() as server, aiohttp.ClientSession() as session:
+    async with mock.serve(ssl_context=network.server_ssl) as server, network.session() as session:
         adapter = Docebo(base_url=server.url, session=session, client_id="mock-client-id",
                          client_secret=client_secret, limits=limits, time_scale=config.time_scale,
                          timeout=client_timeout, reset_tracks=reset_tracks,
@@ -101,7 +109,7 @@ def assert_one_call_at_a_time_and_never_throttled(stats: dict[str, Any], report:
 # -- the job ------------------------------------------------------------------------------
 
 
-async def test_20000_pairs_over_courses_and_plans_end_right_and_the_state_agrees() -> None:
+async def test_20000_pairs_over_courses_and_plans_end_right_and_the_state_agrees(network: Network) -> None:
     state = DoceboMockState.generate(courses=10, plans=4, courses_per_plan=2, users_per_target=1200, seed=7)
     before = copy.deepcopy(state)
     standalone = [(docebo.COURSE, c) for c in range(100, 110)]
@@ -117,7 +125,7 @@ async def test_20000_pairs_over_courses_and_plans_end_right_and_the_state_agrees
 
     faults = Faults(server_error=0.05, truncated=0.03, html=0.02, wrong_type=0.02)
     settings = config(latency=Latency(base=1.0, per_item=0.002, jitter=0.5), faults=faults, omit_share=0.01, seed=4)
-    async with rig(settings, state) as r:
+    async with rig(settings, state, network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
 
@@ -155,11 +163,11 @@ async def test_the_endpoint_is_kept_busy_one_call_at_a_time() -> None:
     assert stats["batch"]["busy_share"] >= 0.5
 
 
-async def test_calls_spaced_at_the_documented_rate_never_meet_a_429() -> None:
+async def test_calls_spaced_at_the_documented_rate_never_meet_a_429(network: Network) -> None:
     state = DoceboMockState.generate(courses=2, plans=0, courses_per_plan=0, users_per_target=1000)
     before = copy.deepcopy(state)
     items = items_for([(docebo.COURSE, c) for c in state.courses], range(12_001, 13_001))
-    async with rig(config(), state, limits=DoceboLimits(max_users_per_call=100)) as r:
+    async with rig(config(), state, limits=DoceboLimits(max_users_per_call=100), network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
     assert report.calls == 20
@@ -167,13 +175,13 @@ async def test_calls_spaced_at_the_documented_rate_never_meet_a_429() -> None:
     assert_one_call_at_a_time_and_never_throttled(stats, report)
 
 
-async def test_a_client_that_bursts_meets_429_and_retry_after_brings_it_through() -> None:
+async def test_a_client_that_bursts_meets_429_and_retry_after_brings_it_through(network: Network) -> None:
     # the control for the test above: without the spacing the same bucket does refuse
     state = DoceboMockState.generate(courses=1, plans=0, courses_per_plan=0, users_per_target=1500)
     before = copy.deepcopy(state)
     items = items_for([(docebo.COURSE, 100)], range(12_001, 13_501))
     limits = DoceboLimits(max_users_per_call=50, min_interval=0.0)
-    async with rig(config(), state, limits=limits) as r:
+    async with rig(config(), state, limits=limits, network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
     assert stats["bucket"]["refused"] > 0 and report.throttled == stats["bucket"]["refused"]
@@ -182,12 +190,13 @@ async def test_a_client_that_bursts_meets_429_and_retry_after_brings_it_through(
     assert stats["batch"]["concurrent_calls"] == 0
 
 
-async def test_a_token_expiring_mid_job_is_refreshed_and_the_job_completes() -> None:
+async def test_a_token_expiring_mid_job_is_refreshed_and_the_job_completes(network: Network) -> None:
     # tokens live 20 vendor seconds (0.2 s); 15 calls spaced 36 ms apart outlive several
     state = DoceboMockState.generate(courses=3, plans=0, courses_per_plan=0, users_per_target=500)
     before = copy.deepcopy(state)
     items = items_for([(docebo.COURSE, c) for c in state.courses], range(12_001, 13_501))
-    async with rig(config(token_lifetime=20.0), state, limits=DoceboLimits(max_users_per_call=300)) as r:
+    limits = DoceboLimits(max_users_per_call=300)
+    async with rig(config(token_lifetime=20.0), state, limits=limits, network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
     assert stats["tokens_issued"] >= 2
@@ -198,14 +207,15 @@ async def test_a_token_expiring_mid_job_is_refreshed_and_the_job_completes() -> 
     assert_one_call_at_a_time_and_never_throttled(stats, report)
 
 
-async def test_dropped_and_hung_calls_are_sent_again_and_end_right() -> None:
+async def test_dropped_and_hung_calls_are_sent_again_and_end_right(network: Network) -> None:
     # a hung call outlives the client's timeout; the mock cancels it when the client
     # hangs up, and a call that still finds it in flight is answered 409 and sent again
     state = DoceboMockState.generate(courses=3, plans=0, courses_per_plan=0, users_per_target=300)
     before = copy.deepcopy(state)
     items = [i for c in state.courses for i in items_for([(docebo.COURSE, c)], sorted(state.courses[c]))]
     settings = config(faults=Faults(drop=0.15, hang=0.15, hang_seconds=2.0), seed=2)
-    async with rig(settings, state, limits=DoceboLimits(max_users_per_call=100), client_timeout=0.2) as r:
+    limits = DoceboLimits(max_users_per_call=100)
+    async with rig(settings, state, limits=limits, client_timeout=0.2, network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
     assert_outcomes_as_expected(before, ended, len(items))
@@ -213,10 +223,10 @@ async def test_dropped_and_hung_calls_are_sent_again_and_end_right() -> None:
     assert set(stats["faults"]) == {"drop", "hang"} and report.endpoints["unenroll"].retried_calls > 0
 
 
-async def test_refused_client_credentials_stop_the_job_with_every_item_not_sent() -> None:
+async def test_refused_client_credentials_stop_the_job_with_every_item_not_sent(network: Network) -> None:
     state = DoceboMockState.generate(courses=1, plans=0, courses_per_plan=0, users_per_target=10)
     items = items_for([(docebo.COURSE, 100)], range(12_001, 12_011))
-    async with rig(config(), state, client_secret="wrong-secret") as r:
+    async with rig(config(), state, client_secret="wrong-secret", network=network) as r:
         report, _ = await r.run(items)
     assert report.counts == {"not_sent": 10}
     assert report.stopped is not None and "refused the credentials" in report.stopped
@@ -224,10 +234,10 @@ async def test_refused_client_credentials_stop_the_job_with_every_item_not_sent(
     assert all(users for users in state.courses.values())
 
 
-async def test_a_cap_lower_than_documented_halves_the_chunks_until_they_fit() -> None:
+async def test_a_cap_lower_than_documented_halves_the_chunks_until_they_fit(network: Network) -> None:
     state = DoceboMockState.generate(courses=1, plans=0, courses_per_plan=0, users_per_target=1200)
     items = items_for([(docebo.COURSE, 100)], sorted(state.courses[100]))
-    async with rig(config(max_users=400, bucket_capacity=1000.0), state) as r:
+    async with rig(config(max_users=400, bucket_capacity=1000.0), state, network=network) as r:
         report, _ = await r.run(items)
     assert report.counts == {"unenrolled": 1200}
     assert report.endpoints["unenroll"].cap_items == 250 and report.endpoints["unenroll"].cap_halvings == 2
@@ -242,23 +252,24 @@ def plan_state() -> DoceboMockState:
     return state
 
 
-async def test_without_cascade_a_plan_unenrolment_leaves_the_plans_courses() -> None:
+async def test_without_cascade_a_plan_unenrolment_leaves_the_plans_courses(network: Network) -> None:
     state = plan_state()
     before = copy.deepcopy(state)
     items = items_for([(docebo.LEARNING_PLAN, 10)], sorted(state.plans[10]))
-    async with rig(config(), state) as r:
+    async with rig(config(), state, network=network) as r:
         report, _ = await r.run(items)
     assert report.counts == {"unenrolled": 300}
     assert not state.plans[10] and state.courses == before.courses
     assert not state.tracks_reset and not state.certificates_deleted
 
 
-async def test_cascade_removes_the_plans_courses_and_refuses_course_items() -> None:
+async def test_cascade_removes_the_plans_courses_and_refuses_course_items(network: Network) -> None:
     state = plan_state()
     before = copy.deepcopy(state)
     plan_users = sorted(state.plans[10])
     items = items_for([(docebo.LEARNING_PLAN, 10)], plan_users) + items_for([(docebo.COURSE, 100)], [12_001, 12_002])
-    async with rig(config(), state, reset_tracks=True, cascade=True, delete_issued_certificates=True) as r:
+    async with rig(config(), state, reset_tracks=True, cascade=True, delete_issued_certificates=True,
+                   network=network) as r:
         report, ended = await r.run(items)
         stats = await r.stats()
     assert report.counts == {"unenrolled": 300, "rejected": 2}

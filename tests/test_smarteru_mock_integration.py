@@ -1,5 +1,8 @@
 """The SmarterU adapter against its mock on loopback: outcomes per id and the mock's state
-agree, whole-call failures stop the job, hostile answers are refused, 429s are learnt from."""
+agree, whole-call failures stop the job, hostile answers are refused, 429s are learnt from.
+
+Tests that take ``network`` run twice: over plain HTTP, and over HTTPS with every answer
+gzip-encoded, chunked and written in pieces with pauses."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from tests.conftest import LOOPBACK_HTTP, Network
 from unenroll import ItemOutcome, JobSettings, Outcome, RetryPolicy, run
 from unenroll.adapters.mocks.common import Faults
 from unenroll.adapters.mocks.smarteru import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
@@ -57,11 +61,15 @@ async def rig(
     user_api_key: str = ADMIN,
     account_api_key: str = ACCOUNT,
     limits: SmarterULimits | None = None,
+    network: Network = LOOPBACK_HTTP,
 ) -> AsyncIterator[Rig]:
-    """A SmarterU mock on 127.0.0.1 and an adapter pointed at it (plain HTTP, opted in)."""
+    """A SmarterU mock on 127.0.0.1 and an adapter pointed at it, over ``network`` (plain
+    HTTP opted in; the network's wire options, unless plain, replace the config's)."""
     config = config or SmarterUMockConfig(time_scale=TIME_SCALE)
+    if not network.wire.plain:
+        config = replace(config, wire=network.wire)
     mock = SmarterUMock(config, state or SmarterUMockState.generate(500, 0))
-    async with mock.serve() as server, aiohttp.ClientSession() as session:
+    async with mock.serve(ssl_context=network.server_ssl) as server, network.session() as session:
         adapter = SmarterU(
             session=session, base_url=server.url, allow_insecure_http=True,
             account_api_key=account_api_key, user_api_key=user_api_key,
@@ -84,7 +92,7 @@ def record_reads(adapter: SmarterU) -> list[CallResult]:
     return seen
 
 
-async def test_ten_thousand_mixed_ids_each_end_right_and_the_mock_agrees() -> None:
+async def test_ten_thousand_mixed_ids_each_end_right_and_the_mock_agrees(network: Network) -> None:
     rng = random.Random(11)
     state = SmarterUMockState.generate(8_000, 1_000, seed=11)
     valid = state.ids_with("enrolled")
@@ -97,7 +105,7 @@ async def test_ten_thousand_mixed_ids_each_end_right_and_the_mock_agrees() -> No
     config = SmarterUMockConfig(time_scale=TIME_SCALE, queue_delay=36_000.0)  # nothing is processed mid-test
 
     got: dict[int, ItemOutcome] = {}
-    async with rig(config, state) as r:
+    async with rig(config, state, network=network) as r:
         report = await run(r.adapter, [unenroll_item(i) for i in ids], settings=SETTINGS,
                            sinks=[lambda o: got.__setitem__(o.index, o)])
         stats = await r.stats()
@@ -127,13 +135,13 @@ async def test_ten_thousand_mixed_ids_each_end_right_and_the_mock_agrees() -> No
     assert stats["calls"] == report.calls == 95  # 9,500 distinct ids, 100 a call
 
 
-async def test_a_missing_permission_stops_the_job_with_one_clear_error() -> None:
+async def test_a_missing_permission_stops_the_job_with_one_clear_error(network: Network) -> None:
     state = SmarterUMockState.generate(2_000, 0)
     non_admin = SmarterUMockConfig().non_admin_user_api_key
     log = io.StringIO()
     configure_logging(stream=log)
     try:
-        async with rig(state=state, user_api_key=non_admin) as r:
+        async with rig(state=state, user_api_key=non_admin, network=network) as r:
             report = await run(r.adapter, [unenroll_item(i) for i in state.enrollments], settings=SETTINGS)
             stats = await r.stats()
     finally:
@@ -147,8 +155,8 @@ async def test_a_missing_permission_stops_the_job_with_one_clear_error() -> None
     assert "ULM:01" in log.getvalue()
 
 
-async def test_refused_keys_stop_the_job_naming_the_keys() -> None:
-    async with rig(account_api_key="wrong-account-key") as r:
+async def test_refused_keys_stop_the_job_naming_the_keys(network: Network) -> None:
+    async with rig(account_api_key="wrong-account-key", network=network) as r:
         report = await run(r.adapter, [unenroll_item(str(1_000_001 + n)) for n in range(300)], settings=SETTINGS)
     assert report.stopped is not None and "SU:02" in report.stopped and "AccountAPI or UserAPI" in report.stopped
     assert report.counts == {"not_sent": 300}
@@ -164,13 +172,13 @@ async def test_a_plain_http_refusal_stops_the_job_saying_use_https() -> None:
     assert stats["answers"]["SU:01"] == stats["calls"] >= 1
 
 
-async def test_hostile_and_broken_answers_are_refused_and_the_job_still_completes() -> None:
+async def test_hostile_and_broken_answers_are_refused_and_the_job_still_completes(network: Network) -> None:
     state = SmarterUMockState.generate(3_000, 0, seed=5)
     config = SmarterUMockConfig(
         time_scale=TIME_SCALE, queue_delay=36_000.0, seed=5, hostile_xml=0.25,
         faults=Faults(server_error=0.05, truncated=0.05, html=0.05, drop=0.05),
     )
-    async with rig(config, state) as r:
+    async with rig(config, state, network=network) as r:
         reads = record_reads(r.adapter)
         report = await run(r.adapter, [unenroll_item(i) for i in state.enrollments], settings=SETTINGS)
         stats = await r.stats()
@@ -202,22 +210,22 @@ async def test_with_a_429_limit_and_no_limit_configured_the_job_learns_the_rate(
     assert report.throttled == stats["throttled_429"]
 
 
-async def test_a_configured_limit_is_kept_without_a_single_429() -> None:
+async def test_a_configured_limit_is_kept_without_a_single_429(network: Network) -> None:
     state = SmarterUMockState.generate(2_000, 0)
     config = SmarterUMockConfig(time_scale=TIME_SCALE, queue_delay=36_000.0, rate_limit=10, rate_window=10.0)
     # margin: 0.2 s scaled, for loopback jitter on a loaded machine (the window itself is 0.1 s)
     limits = SmarterULimits(calls_per_window=10, window=10.0, margin=20.0)
-    async with rig(config, state, limits=limits) as r:
+    async with rig(config, state, limits=limits, network=network) as r:
         report = await run(r.adapter, [unenroll_item(i) for i in state.enrollments], settings=SETTINGS)
         stats = await r.stats(state=False)
     assert report.counts == {"queued": 2_000}
     assert stats["throttled_429"] == 0 and stats["max_calls_in_window"] <= 10
 
 
-async def test_a_cap_lower_than_configured_is_found_by_halving() -> None:
+async def test_a_cap_lower_than_configured_is_found_by_halving(network: Network) -> None:
     state = SmarterUMockState.generate(1_000, 0)
     config = SmarterUMockConfig(time_scale=TIME_SCALE, queue_delay=36_000.0, max_blocks=100)
-    async with rig(config, state, limits=SmarterULimits(max_ids_per_call=150)) as r:
+    async with rig(config, state, limits=SmarterULimits(max_ids_per_call=150), network=network) as r:
         report = await run(r.adapter, [unenroll_item(i) for i in state.enrollments], settings=SETTINGS)
         stats = await r.stats(state=False)
     assert report.counts == {"queued": 1_000}
@@ -254,11 +262,11 @@ async def test_the_queue_unenrols_accepted_ids_after_its_delay_and_the_report_sh
     assert {i for i, s in after.items() if s == "Enrolled"} == set(ids) - {*sent, seeded}
 
 
-async def test_a_duplicate_block_sent_anyway_is_answered_and_read_per_call() -> None:
+async def test_a_duplicate_block_sent_anyway_is_answered_and_read_per_call(network: Network) -> None:
     state = SmarterUMockState.generate(3, 0)
     a, b, _ = state.enrollments
     keys = ApiKeys.of(ACCOUNT, ADMIN)
-    async with rig(state=state) as r:
+    async with rig(state=state, network=network) as r:
         transport = AiohttpTransport(r.session, r.url)
         subjects = [a, "404", a, b]
         response = await transport.send(build_unenroll(keys, ("account",), subjects), {})
@@ -282,7 +290,7 @@ def _blocks(ids: Sequence[str]) -> str:
     return f"<LearningModuleEnrollment>{inner}</LearningModuleEnrollment>"
 
 
-async def test_the_mock_answers_whole_call_failures_as_smarteru_does() -> None:
+async def test_the_mock_answers_whole_call_failures_as_smarteru_does(network: Network) -> None:
     ids = [str(1_000_001 + n) for n in range(101)]
     cases = {
         "over the cap": (_package("unenrollLearningModules", _blocks(ids)), "ULM:05"),
@@ -292,7 +300,7 @@ async def test_the_mock_answers_whole_call_failures_as_smarteru_does() -> None:
         "unknown method": (_package("deleteEverything", ""), "SU:04"),
         "non-admin report": (_package("getLearnerReport", "", user="mock-learner-user-api"), "GLR:01"),
     }
-    async with rig(state=SmarterUMockState.generate(200, 0)) as r:
+    async with rig(state=SmarterUMockState.generate(200, 0), network=network) as r:
         for name, (package, code) in cases.items():
             async with r.session.post(r.url + "/apiv2/", data={"Package": package}) as response:
                 assert response.status == 200, name

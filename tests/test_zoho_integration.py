@@ -1,4 +1,7 @@
-"""The engine against the Zoho mock over loopback, time scaled (a minute is 0.6 s)."""
+"""The engine against the Zoho mock over loopback, time scaled (a minute is 0.6 s).
+
+Tests that take ``network`` run twice: over plain HTTP, and over HTTPS with every answer
+gzip-encoded, chunked and written in pieces with pauses."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import anyio
 import pytest
 from aiolimiter import AsyncLimiter
 
-from tests.conftest import FAST_RETRY, TIME_SCALE, unenroll_items, zoho_rig
+from tests.conftest import FAST_RETRY, TIME_SCALE, Network, unenroll_items, zoho_rig
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, ResultsWriter, RetryPolicy, run
 from unenroll.adapters.mocks.common import Faults, Latency
 from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
@@ -20,12 +23,14 @@ from unenroll.adapters.zoho import ZohoLimits
 SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=1)  # the input is a list: chunks fill at once
 
 
-async def test_5000_erecnos_over_several_batches_all_end_unenrolled_within_the_limit(tmp_path: Path) -> None:
+async def test_5000_erecnos_over_several_batches_all_end_unenrolled_within_the_limit(
+    tmp_path: Path, network: Network
+) -> None:
     state = ZohoMockState.generate(courses=2, batches_per_course=5, learners_per_batch=500)
     config = ZohoMockConfig(time_scale=TIME_SCALE, latency=Latency(base=0.5, per_item=0.002, jitter=0.5))
     items = unenroll_items(state)
     assert len(items) == 5000
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         with ResultsWriter(tmp_path / "results.jsonl") as results:
             report = await run(rig.adapter, items, settings=SETTINGS, sinks=[results])
         stats = await rig.stats()
@@ -38,6 +43,9 @@ async def test_5000_erecnos_over_several_batches_all_end_unenrolled_within_the_l
     assert sum(len(v) for v in stats["state"]["unenrolled"].values()) == 5000
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted(line["index"] for line in lines) == list(range(5000))  # each item exactly once
+    # every item's outcome is what the mock did to it
+    really_unenrolled = {(target, e) for target, erecnos in stats["state"]["unenrolled"].items() for e in erecnos}
+    assert {(line["target"], line["subject"]) for line in lines if line["outcome"] == "unenrolled"} == really_unenrolled
 
 
 async def test_a_naive_burst_trips_the_lock_and_the_engine_with_the_same_settings_never_does() -> None:
@@ -86,12 +94,12 @@ async def test_a_slow_token_fetch_does_not_make_calls_arrive_later_than_counted(
 
 
 @pytest.mark.parametrize("window_kind", ["rolling", "fixed"])
-async def test_with_10_percent_faults_every_item_still_ends_unenrolled(window_kind: str) -> None:
+async def test_with_10_percent_faults_every_item_still_ends_unenrolled(window_kind: str, network: Network) -> None:
     state = ZohoMockState.generate(2, 3, 200)
     faults = Faults(server_error=0.04, drop=0.03, truncated=0.01, html=0.01, wrong_type=0.01)
     config = ZohoMockConfig(time_scale=TIME_SCALE, faults=faults, seed=3, window_kind=window_kind,  # type: ignore[arg-type]
                             latency=Latency(base=0.2, jitter=0.2))
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS)
         stats = await rig.stats()
     assert report.counts == {"unenrolled": 1200}
@@ -100,14 +108,14 @@ async def test_with_10_percent_faults_every_item_still_ends_unenrolled(window_ki
     assert stats["endpoints"]["unenroll"]["lock_events"] == 0
 
 
-async def test_every_call_the_vendor_sees_went_through_the_limiter() -> None:
+async def test_every_call_the_vendor_sees_went_through_the_limiter(network: Network) -> None:
     """aiohttp would re-send a DELETE on a dropped kept-alive connection by itself; the
     transport turns that off so the mock counts exactly the calls the engine counted."""
     state = ZohoMockState.generate(1, 1, 120)
     (course, batch), learners = next(iter(state.batches.items()))
     items = [Item("remove_learner", (course, batch), lid) for lid in learners.values()]
     config = ZohoMockConfig(time_scale=TIME_SCALE, faults=Faults(drop=0.3), seed=4, threshold=1000)
-    async with zoho_rig(config, state, limits=ZohoLimits(margin=5.0, calls_per_window=1000)) as rig:
+    async with zoho_rig(config, state, limits=ZohoLimits(margin=5.0, calls_per_window=1000), network=network) as rig:
         report = await run(rig.adapter, items, settings=SETTINGS)
         stats = await rig.stats()
     assert stats["faults"]["drop"] >= 10
@@ -116,17 +124,17 @@ async def test_every_call_the_vendor_sees_went_through_the_limiter() -> None:
     assert stats["endpoints"]["remove_learner"]["calls"] == report.endpoints["remove_learner"].calls
 
 
-async def test_hung_requests_time_out_and_are_retried() -> None:
+async def test_hung_requests_time_out_and_are_retried(network: Network) -> None:
     state = ZohoMockState.generate(1, 2, 300)
     config = ZohoMockConfig(time_scale=TIME_SCALE, faults=Faults(hang=0.4, hang_seconds=2.0), seed=5)
-    async with zoho_rig(config, state, request_timeout=0.3) as rig:
+    async with zoho_rig(config, state, request_timeout=0.3, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS)
         stats = await rig.stats()
     assert report.counts == {"unenrolled": 600}
     assert stats["faults"].get("hang", 0) >= 1
 
 
-async def test_invalid_duplicate_and_not_enrolled_items_get_their_outcomes() -> None:
+async def test_invalid_duplicate_and_not_enrolled_items_get_their_outcomes(network: Network) -> None:
     state = ZohoMockState.generate(1, 2, 20)
     (c, b1), (_, b2) = list(state.batches)
     enrolled = sorted(state.batches[(c, b1)])
@@ -139,7 +147,7 @@ async def test_invalid_duplicate_and_not_enrolled_items_get_their_outcomes() -> 
         Item("unenroll", (c, b1), enrolled[3], meta={"row": 7}),
     ]
     got: dict[int, ItemOutcome] = {}
-    async with zoho_rig(ZohoMockConfig(time_scale=TIME_SCALE), state) as rig:
+    async with zoho_rig(ZohoMockConfig(time_scale=TIME_SCALE), state, network=network) as rig:
         report = await run(rig.adapter, items, settings=SETTINGS, sinks=[lambda o: got.__setitem__(o.index, o)])
     assert [got[i].outcome for i in range(6)] == [
         Outcome.UNENROLLED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.NOT_ENROLLED, Outcome.FAILED,
@@ -150,12 +158,12 @@ async def test_invalid_duplicate_and_not_enrolled_items_get_their_outcomes() -> 
     assert report.total == 6
 
 
-async def test_a_poisoned_chunk_is_bisected_so_one_bad_id_does_not_fail_99_good_ones() -> None:
+async def test_a_poisoned_chunk_is_bisected_so_one_bad_id_does_not_fail_99_good_ones(network: Network) -> None:
     state = ZohoMockState.generate(1, 1, 100)
     erecnos = sorted(next(iter(state.batches.values())))
     config = ZohoMockConfig(time_scale=TIME_SCALE, refused_erecnos=frozenset({erecnos[41]}))
     got: dict[str, Outcome] = {}
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS,
                            sinks=[lambda o: got.__setitem__(o.item.subject, o.outcome)])
     assert report.counts == {"unenrolled": 99, "failed": 1}
@@ -164,10 +172,10 @@ async def test_a_poisoned_chunk_is_bisected_so_one_bad_id_does_not_fail_99_good_
     assert report.calls == 1 + 2 * 7
 
 
-async def test_a_422_halves_the_chunk_size_for_the_rest_of_the_job() -> None:
+async def test_a_422_halves_the_chunk_size_for_the_rest_of_the_job(network: Network) -> None:
     state = ZohoMockState.generate(1, 2, 250)
     config = ZohoMockConfig(time_scale=TIME_SCALE, max_ids=40)
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS)
         stats = await rig.stats()
     assert report.counts == {"unenrolled": 500}
@@ -176,10 +184,10 @@ async def test_a_422_halves_the_chunk_size_for_the_rest_of_the_job() -> None:
     assert stats["endpoints"]["unenroll"]["statuses"]["422"] <= 2 * rig.adapter.limits.max_in_flight
 
 
-async def test_a_token_expiring_mid_job_is_survived_without_spending_retries() -> None:
+async def test_a_token_expiring_mid_job_is_survived_without_spending_retries(network: Network) -> None:
     state = ZohoMockState.generate(1, 4, 1000)  # 40 calls: over two windows
     config = ZohoMockConfig(time_scale=TIME_SCALE, token_lifetime=20.0)  # 0.2 s: several expire during the job
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state),
                            settings=JobSettings(retry=RetryPolicy(max_attempts=1), linger=0.01))
         stats = await rig.stats()
@@ -188,11 +196,11 @@ async def test_a_token_expiring_mid_job_is_survived_without_spending_retries() -
     assert report.endpoints["unenroll"].auth_refreshes == stats["tokens_issued"] - 1
 
 
-async def test_cancelling_mid_job_accounts_for_every_item_and_matches_the_mock() -> None:
+async def test_cancelling_mid_job_accounts_for_every_item_and_matches_the_mock(network: Network) -> None:
     state = ZohoMockState.generate(1, 3, 1500)  # 45 calls: more than one window holds
     config = ZohoMockConfig(time_scale=TIME_SCALE, latency=Latency(base=1.0))
     got: list[ItemOutcome] = []
-    async with zoho_rig(config, state) as rig:
+    async with zoho_rig(config, state, network=network) as rig:
         with anyio.CancelScope() as scope:
 
             def sink(outcome: ItemOutcome) -> None:
@@ -210,14 +218,14 @@ async def test_cancelling_mid_job_accounts_for_every_item_and_matches_the_mock()
     assert {o.item.subject for o in got if o.outcome is Outcome.UNENROLLED} == really_unenrolled
 
 
-async def test_share_and_remove_learner_operations_end_to_end() -> None:
+async def test_share_and_remove_learner_operations_end_to_end(network: Network) -> None:
     state = ZohoMockState.generate(1, 1, 10)
     (course, batch), learners = next(iter(state.batches.items()))
     items = [Item("share_course", (course,), e) for e in sorted(learners)[:5]]
     items.append(Item("share_course", (course,), "7999999999999"))  # no such employee
     items += [Item("remove_learner", (course, batch), lid) for lid in sorted(learners.values())[:3]]
     items.append(Item("remove_learner", (course, batch), "1"))  # not in the batch
-    async with zoho_rig(ZohoMockConfig(time_scale=TIME_SCALE), state) as rig:
+    async with zoho_rig(ZohoMockConfig(time_scale=TIME_SCALE), state, network=network) as rig:
         report = await run(rig.adapter, items, settings=SETTINGS)
         stats = await rig.stats()
     assert report.counts == {"shared": 5, "failed": 1, "unenrolled": 3, "not_enrolled": 1}
@@ -242,7 +250,9 @@ async def test_a_lock_from_elsewhere_pauses_only_that_endpoint_for_the_lock_peri
     assert report.endpoints["unenroll"].throttled >= 1
 
 
-async def test_no_secret_appears_in_logs_reports_or_reprs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_secret_appears_in_logs_reports_or_reprs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], network: Network
+) -> None:
     from unenroll.logs import configure_logging
 
     configure_logging(json=True, level="debug")
@@ -250,7 +260,7 @@ async def test_no_secret_appears_in_logs_reports_or_reprs(tmp_path: Path, capsys
     config = ZohoMockConfig(time_scale=TIME_SCALE, token_lifetime=30.0, refresh_token="rt-SUPER-SECRET-1",
                             client_secret="cs-SUPER-SECRET-2", faults=Faults(server_error=0.2), seed=2)
     try:
-        async with zoho_rig(config, state) as rig:
+        async with zoho_rig(config, state, network=network) as rig:
             with ResultsWriter(tmp_path / "r.csv") as results:
                 report = await run(rig.adapter, unenroll_items(state), settings=SETTINGS, sinks=[results])
             token = next(iter(rig.mock.tokens))
