@@ -21,7 +21,7 @@ from unenroll.adapters.mocks.common import Latency
 from unenroll.adapters.mocks.docebo import DoceboMock, DoceboMockConfig, DoceboMockState
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets
-from .mockproc import MockApp, MockProcess
+from .mockproc import MockApp, MockProcess, wire
 
 # vendor seconds: 0.5 s + 4 ms a user + up to 0.3 s, so 4.5-4.8 s for 1,000 users (> the 3.6 s spacing)
 LATENCY = Latency(base=0.5, per_item=0.004, jitter=0.3)
@@ -33,6 +33,7 @@ class DoceboScenario:
     pairs: int = 200_000
     courses: int = 20
     time_scale: float = 0.05
+    fragmented: bool = True  # answers gzip, chunked, in pieces (mockproc.FRAGMENTED)
     seed: int = 4
 
 
@@ -52,7 +53,8 @@ def docebo_state(sc: DoceboScenario) -> tuple[DoceboMockState, list[tuple[int, i
 
 
 def mock_config(sc: DoceboScenario) -> DoceboMockConfig:
-    return DoceboMockConfig(time_scale=sc.time_scale, latency=LATENCY, seed=sc.seed, token_lifetime=1e9)
+    return DoceboMockConfig(time_scale=sc.time_scale, latency=LATENCY, seed=sc.seed, token_lifetime=1e9,
+                            wire=wire(sc.fragmented))
 
 
 def docebo_mock(sc: DoceboScenario) -> MockApp:

@@ -28,12 +28,24 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from unenroll.adapters.mocks.common import MockServer
+from unenroll.adapters.mocks.common import MockServer, WireOptions
 
 from .measure import ArrivalRecorder, Recording, cpu_seconds, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 300.0  # seconds for the mock to seed its state and serve
+
+FRAGMENTED = WireOptions(fragments=4, chunked=True, gzip=True, fragment_pause=0.01)
+"""The scenarios' answers, as real vendors' arrive: gzip, chunked, in four pieces at seeded
+cuts, 10 ms of vendor time apart (``python -m benchmarks.run --plain-wire``: in one piece)."""
+
+
+def wire(fragmented: bool, *, pause: bool = True) -> WireOptions:
+    """The scenario's wire; without ``pause`` the pieces follow each other at once (for the
+    overhead scenarios, which measure CPU, not waiting)."""
+    if not fragmented:
+        return WireOptions()
+    return FRAGMENTED if pause else WireOptions(fragments=FRAGMENTED.fragments, chunked=True, gzip=True)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from unenroll.model import CallResult, ItemResult
 from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
 
 from .measure import ArrivalRecorder, Row, cpu_seconds, peak_rss_mb
-from .mockproc import MockApp, MockProcess
+from .mockproc import MockApp, MockProcess, wire
 
 TARGETS = 20
 CHUNK = 100
@@ -38,6 +38,7 @@ class OverheadScenario:
     items: int = 1_000_000
     scenario: str = "5"
     in_flight: int = 4
+    fragmented: bool = True  # loopback: answers gzip, chunked, in pieces without pauses (mockproc.wire)
 
 
 class InstantVendor:
@@ -119,11 +120,13 @@ def zoho_ids(courses: int, batches_per_course: int, learners_per_batch: int) -> 
                 yield target, str(erecno)
 
 
-def unlimited_zoho_mock(courses: int, batches: int, learners: int) -> MockApp:
-    """The Zoho mock with its threshold off, no latency, no faults (run in its own process)."""
+def unlimited_zoho_mock(courses: int, batches: int, learners: int, fragmented: bool = True) -> MockApp:
+    """The Zoho mock with its threshold off, no latency, no faults (run in its own process);
+    ``fragmented``: its answers gzip, chunked, in pieces that follow each other at once."""
     from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 
-    config = ZohoMockConfig(threshold=NO_LIMIT, window=1.0, token_lifetime=1e9)
+    config = ZohoMockConfig(threshold=NO_LIMIT, window=1.0, token_lifetime=1e9,
+                            wire=wire(fragmented, pause=False))
     mock = ZohoMock(config, ZohoMockState.generate(courses, batches, learners))
 
     def summary() -> dict[str, Any]:
@@ -140,8 +143,8 @@ async def loopback(sc: OverheadScenario) -> Row:
 
     courses, batches = 4, 5
     learners = -(-sc.items // (courses * batches))
-    async with (MockProcess("zoho-unlimited", {"courses": courses, "batches": batches, "learners": learners}) as mock,
-                aiohttp.ClientSession() as session):
+    params = {"courses": courses, "batches": batches, "learners": learners, "fragmented": sc.fragmented}
+    async with MockProcess("zoho-unlimited", params) as mock, aiohttp.ClientSession() as session:
         defaults = ZohoMockConfig()
         adapter = ZohoPeople(session=session, base_url=mock.url, accounts_url=mock.url,
                              refresh_token=defaults.refresh_token, client_id=defaults.client_id,
@@ -172,7 +175,8 @@ async def loopback(sc: OverheadScenario) -> Row:
         elapsed=elapsed,
         peak_rss_mb=rss,
         notes=[f"ZohoPeople -> Zoho mock in its own process on 127.0.0.1, limits off, {sc.in_flight} calls in "
-               f"flight; CPU over the run: engine process {cpu / elapsed:.0%} of a core, "
+               f"flight, answers {'gzip, chunked, in pieces' if sc.fragmented else 'in one piece'}; "
+               f"CPU over the run: engine process {cpu / elapsed:.0%} of a core, "
                f"mock {mock_cpu / elapsed:.0%}"],
         extra={"counts": report.counts, "rss_before_mb": round(rss_before, 1), "cpu_seconds": round(cpu, 3),
                "mock_cpu_seconds": round(mock_cpu, 3), "mock_peak_rss_mb": mock_after.peak_rss_mb,

@@ -3,6 +3,10 @@
     .venv/bin/python -m benchmarks.run            # the full run, a few minutes
     .venv/bin/python -m benchmarks.run --quick    # everything tiny, well under a minute
     .venv/bin/python -m benchmarks.run --only 1,5 # some scenarios
+    .venv/bin/python -m benchmarks.run --plain-wire  # the mocks' answers in one piece
+
+The mocks write every answer as real vendors' arrive: gzip, chunked, in pieces
+(:data:`benchmarks.mockproc.FRAGMENTED`), unless ``--plain-wire``.
 
 Every case (one contender of one scenario) runs in its own process, and its mock in another
 (:mod:`benchmarks.mockproc`), so each peak RSS is its own and no state leaks between cases.
@@ -74,8 +78,9 @@ class Case:
 # -- the plan ---------------------------------------------------------------------------
 
 
-def plan(quick: bool, only: Sequence[str]) -> list[list[Case]]:
-    """Groups of cases; the cases of a group run side by side, groups one after another."""
+def plan(quick: bool, only: Sequence[str], fragmented: bool = True) -> list[list[Case]]:
+    """Groups of cases; the cases of a group run side by side, groups one after another.
+    ``fragmented``: the mocks' answers gzip, chunked, in pieces (else in one piece)."""
     groups: list[list[Case]] = []
     if quick:
         zoho: dict[str, Any] = {"items": 6_000, "batches": 2, "time_scale": 0.01, "one_by_one_cap": 10,
@@ -92,6 +97,8 @@ def plan(quick: bool, only: Sequence[str]) -> list[list[Case]]:
         # are not scaled, so they weigh ten times what they would at the vendor's pace
         docebo = {"pairs": 200_000, "courses": 20, "time_scale": 0.1}
         sizes = (10_000, 100_000, 1_000_000)
+    zoho, smarteru, docebo = (params | {"fragmented": fragmented} for params in (zoho, smarteru, docebo))
+    wire = {"fragmented": fragmented}
     if "1" in only:
         groups.append([
             Case("1", "unenroll", "zoho.unenroll", zoho),
@@ -115,13 +122,15 @@ def plan(quick: bool, only: Sequence[str]) -> list[list[Case]]:
     largest = sizes[-1]
     if "5" in only:
         groups.append([Case("5", "in-process", "in_process", {"items": largest, "scenario": "5"})])
-        groups.append([Case("5", "loopback HTTP", "loopback", {"items": largest, "scenario": "5", "in_flight": 8})])
+        groups.append([Case("5", "loopback HTTP", "loopback",
+                            {"items": largest, "scenario": "5", "in_flight": 8} | wire)])
     if "6" in only:
         growth = sizes if "5" not in only else sizes[:-1]  # with 5, its largest runs are reused
         for size in growth:
             groups.append([Case("6", "in-process", "in_process", {"items": size, "scenario": "6"})])
         for size in growth:
-            groups.append([Case("6", "loopback HTTP", "loopback", {"items": size, "scenario": "6", "in_flight": 8})])
+            groups.append([Case("6", "loopback HTTP", "loopback",
+                                {"items": size, "scenario": "6", "in_flight": 8} | wire)])
     return groups
 
 
@@ -389,6 +398,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(ALL_SCENARIOS), help="scenarios to run, e.g. 1,5")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     parser.add_argument("--serial", action="store_true", help="run contenders one at a time")
+    parser.add_argument("--plain-wire", action="store_true",
+                        help="the mocks write each answer in one piece (default: gzip, chunked, in pieces)")
     parser.add_argument("--profile", action="store_true",
                         help="profile every case with pyinstrument (if installed); text files in the results")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -420,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     print(f"running {'quick ' if args.quick else ''}scenarios {', '.join(only)}:", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="unenroll-bench-") as tmp:
-        for group in plan(args.quick, only):
+        for group in plan(args.quick, only, fragmented=not args.plain_wire):
             rows += run_group(group, Path(tmp), timeout, profile_dir, parallel=not args.serial)
     if "5" in only and "6" in only:  # scenario 6's largest size is scenario 5's run
         for contender in ("in-process", "loopback HTTP"):
@@ -438,12 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{info['system']}",
         f"command: {command}",
     ]
+    header.append("answers: in one piece (--plain-wire)" if args.plain_wire else
+                  "answers: gzip, chunked, in 4 pieces at seeded cuts (10 ms of vendor time apart; "
+                  "the loopback overhead cases without pauses)")
     if args.profile:
         header.append("profiled with pyinstrument: every figure is slowed by the profiler; profiles in the results")
     text = render(rows, goals, header)
     print(text)
     record = {
         "command": command, "mode": "quick" if args.quick else "full", "scenarios": only, "started_utc": stamp,
+        "wire": "plain" if args.plain_wire else "fragmented",
         "total_seconds": round(total, 1), "machine": info,
         "goals": [{"scenario": g.scenario, "target": g.target, "measured": g.measured,
                    "verdict": "met" if g.met else "MISSED"} for g in goals],

@@ -23,7 +23,7 @@ from unenroll.adapters.mocks.smarteru import QUEUED, SmarterUMock, SmarterUMockC
 from unenroll.adapters.smarteru import SmarterU, SmarterULimits, unenroll_item
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
-from .mockproc import MockApp, MockProcess
+from .mockproc import MockApp, MockProcess, wire
 
 RATE_LIMIT, RATE_WINDOW = 60, 60.0  # the mock's: 60 calls in any 60 s, then 429
 LATENCY = Latency(base=0.3, per_item=0.005, jitter=0.3)  # vendor seconds: 0.8-1.1 s for 100 ids
@@ -36,6 +36,7 @@ class SmarterUScenario:
     time_scale: float = 0.05
     learn: bool = False  # True: no limit configured, learn it from 429s
     margin: float | None = None  # vendor seconds, for the configured limit; None: SmarterULimits' own
+    fragmented: bool = True  # answers gzip, chunked, in pieces (mockproc.FRAGMENTED)
     seed: int = 3
 
     @property
@@ -66,7 +67,7 @@ def smarteru_state(sc: SmarterUScenario) -> tuple[SmarterUMockState, dict[str, O
 
 def mock_config(sc: SmarterUScenario) -> SmarterUMockConfig:
     return SmarterUMockConfig(time_scale=sc.time_scale, queue_delay=1e9, rate_limit=RATE_LIMIT,
-                              rate_window=RATE_WINDOW, latency=LATENCY, seed=sc.seed)
+                              rate_window=RATE_WINDOW, latency=LATENCY, wire=wire(sc.fragmented), seed=sc.seed)
 
 
 def smarteru_mock(sc: SmarterUScenario) -> MockApp:

@@ -35,7 +35,7 @@ from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
-from .mockproc import MockApp, MockProcess
+from .mockproc import MockApp, MockProcess, wire
 
 THRESHOLD, WINDOW, LOCK = 30, 60.0, 300.0  # the vendor's documented limits (the mock's defaults)
 CHUNK = 100  # ids per call, for every contender
@@ -59,6 +59,7 @@ class ZohoScenario:
     not_enrolled_share: float = 0.0
     one_by_one_cap: int = 120
     deadline: float = 4_000.0  # vendor seconds a script may run before it is stopped
+    fragmented: bool = True  # answers gzip, chunked, in pieces (mockproc.FRAGMENTED)
     seed: int = 1
 
     @property
@@ -108,7 +109,7 @@ def zoho_state(sc: ZohoScenario) -> tuple[ZohoMockState, ZohoWork]:
 def mock_config(sc: ZohoScenario) -> ZohoMockConfig:
     return ZohoMockConfig(
         threshold=THRESHOLD, window=WINDOW, lock_period=LOCK, time_scale=sc.time_scale, latency=LATENCY,
-        faults=FAULTS if sc.faults else Faults(), seed=sc.seed,
+        faults=FAULTS if sc.faults else Faults(), wire=wire(sc.fragmented), seed=sc.seed,
         token_lifetime=1e9,  # token expiry is not what these scenarios measure
     )
 

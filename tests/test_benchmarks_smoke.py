@@ -34,6 +34,7 @@ def test_the_quick_harness_prints_the_table_and_writes_sane_json(
 
     record = json.loads((tmp_path / "latest.json").read_text())
     assert record["mode"] == "quick" and record["scenarios"] == ["1", "5"]
+    assert record["wire"] == "fragmented" and any(line.startswith("answers: gzip, chunked") for line in lines)
     assert record["machine"]["cores"] >= 1
     rows = {(r["scenario"], r["contender"]): r for r in record["rows"]}
     assert set(rows) == EXPECTED_ROWS
@@ -57,3 +58,21 @@ def test_the_quick_harness_prints_the_table_and_writes_sane_json(
     goals = {(g["scenario"], g["verdict"]) for g in record["goals"]}
     assert {scenario for scenario, _ in goals} == {"1", "5"}
     assert {verdict for _, verdict in goals} <= {"met", "MISSED"}
+
+
+def test_every_mock_backed_scenario_serves_fragmented_answers_unless_asked_for_plain_ones() -> None:
+    from benchmarks import docebo, smarteru, zoho
+    from benchmarks.mockproc import FRAGMENTED
+    from benchmarks.run import ALL_SCENARIOS, plan
+
+    mock_backed = [case for group in plan(quick=True, only=ALL_SCENARIOS) for case in group
+                   if case.kind != "in_process"]
+    assert mock_backed and all(case.params["fragmented"] is True for case in mock_backed)
+    plain = [case for group in plan(quick=True, only=ALL_SCENARIOS, fragmented=False) for case in group
+             if case.kind != "in_process"]
+    assert all(case.params["fragmented"] is False for case in plain)
+    # the scenarios' mocks are configured with that wire
+    assert zoho.mock_config(zoho.ZohoScenario()).wire == FRAGMENTED
+    assert smarteru.mock_config(smarteru.SmarterUScenario()).wire == FRAGMENTED
+    assert docebo.mock_config(docebo.DoceboScenario()).wire == FRAGMENTED
+    assert zoho.mock_config(zoho.ZohoScenario(fragmented=False)).wire.plain
