@@ -21,8 +21,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from unenroll.adapters.mocks.common import Faults, LoopbackTLS, WireOptions
+from unenroll.adapters.mocks.common import Faults, LoopbackTLS, MockServer, WireOptions, mock_app, server_tls
 from unenroll.adapters.mocks.smarteru import SmarterUMock, SmarterUMockConfig, SmarterUMockState
 from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.smarteru import ApiKeys, build_learner_report, read_learner_report
@@ -265,3 +266,31 @@ def test_a_mocks_bad_wire_flag_ends_in_a_usage_error(flags: list[str], capsys: p
         main(flags)
     assert exit_info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+async def test_a_mock_serves_https_with_a_certificate_and_key_from_files(tmp_path: Path) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    mock = ZohoMock(ZohoMockConfig(time_scale=TIME_SCALE), ZohoMockState.generate(1, 1, 5))
+    async with mock.serve(ssl_context=server_tls(str(pem), str(pem))) as server, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as session:
+        async with session.post(server.url + "/oauth/v2/token", data=TOKEN_FORM) as response:
+            answer = await response.json()
+    assert server.url.startswith("https://") and answer["token_type"] == "Bearer"
+
+
+async def test_an_empty_answer_goes_out_whole_chunked() -> None:
+    async def empty(request: web.Request) -> web.Response:
+        return web.Response(status=200, body=b"")
+
+    app = mock_app(WireOptions(fragments=3, chunked=True), time_scale=TIME_SCALE, seed=0)
+    app.router.add_post("/empty", empty)
+    async with MockServer(app) as server, aiohttp.ClientSession() as session:
+        async with session.post(server.url + "/empty") as response:
+            assert await response.read() == b""
+            assert response.headers["Transfer-Encoding"] == "chunked"

@@ -232,17 +232,20 @@ class WireResponse(web.Response):
             start = 0
             for end in [*self._cuts, len(self._wire)]:
                 if stall_at is not None and start <= stall_at < end:  # the stall falls inside this piece
-                    if stall_at > start:
-                        await self.write(self._wire[start:stall_at])
+                    await self._write_piece(start, stall_at)
                     await asyncio.sleep(self._stall)
                     start, stall_at = stall_at, None
-                await self.write(self._wire[start:end])
+                await self._write_piece(start, end)
                 start = end
                 if end < len(self._wire):
                     await asyncio.sleep(self._pause)
             if stall_at is not None:  # at or past the end: stall before the message is finished
                 await asyncio.sleep(self._stall)
         await web.StreamResponse.write_eof(self)
+
+    async def _write_piece(self, start: int, end: int) -> None:
+        if end > start:  # an empty chunk would end a chunked body
+            await self.write(self._wire[start:end])
 
 
 def wire_middleware(options: WireOptions, time_scale: float, seed: int) -> Middleware:
