@@ -31,7 +31,7 @@ from typing import Any
 
 from .pipeline import JobSettings
 from .retry import RetryPolicy
-from .secrets import Secret
+from .secrets import SHORTEST_SCRUBBED, Secret
 
 ENV_PREFIX = "UNENROLL_"
 DEFAULT_CONFIRM_ABOVE = 1000
@@ -208,10 +208,17 @@ class Credentials:
 def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[str, str]) -> Credentials:
     """The credentials named ``names``: from the file at ``path`` (TOML, the same names as
     the environment variables), then the environment, which wins. Empty values count as
-    unset. A file that others may read draws a warning."""
+    unset. A file that others may read draws a warning.
+
+    A token, secret, password or key shorter than ``secrets.SHORTEST_SCRUBBED`` (4)
+    characters is refused, naming the credential and never its value: no vendor issues one
+    that short, and it could not be told apart from ordinary words when blanking secrets in
+    messages (identifiers such as a username may be short). Values of 4 to 7 characters are
+    blanked as whole tokens (see ``secrets``)."""
     values: dict[str, Secret] = {}
     sources: dict[str, str] = {}
     warnings: list[str] = []
+    found: dict[str, tuple[str, str]] = {}  # name -> (value, where it came from)
     if path is not None:
         data = _read_toml(path, "credentials file")
         try:
@@ -227,11 +234,16 @@ def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[s
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: {name} must be a string")
             if value.strip():
-                values[name] = Secret(value.strip())
-                sources[name] = str(path)
+                found[name] = (value.strip(), str(path))
     for name in names:
         raw = environ.get(name)
         if raw is not None and raw.strip():
-            values[name] = Secret(raw.strip())
-            sources[name] = "environment"
+            found[name] = (raw.strip(), "environment")
+    for name, (value, where) in found.items():
+        if len(value) < SHORTEST_SCRUBBED and any(word in name.lower() for word in _SECRET_WORDS):
+            shown = "the environment" if where == "environment" else where
+            raise ConfigError(f"{name} (from {shown}) is too short to be a real credential (under "
+                              f"{SHORTEST_SCRUBBED} characters): check that it was copied in full")
+        values[name] = Secret(value)
+        sources[name] = where
     return Credentials(values, sources, tuple(warnings))

@@ -4,6 +4,12 @@
 end one twice or to end one it never opened. When the job stops for any reason, the
 pipeline ends whatever is still open as ``not_sent``; so, when a job returns,
 ``opened == sum(counts)`` and nothing is open. ``tests/test_ledger.py`` pins it.
+
+Every outcome passes :meth:`Ledger.end` before any sink sees it (results files, the
+journal, ``unenroll.stream``, the report), so that is where vendor text is scrubbed of
+secrets (``secrets.scrub``): a vendor's code or message quoting a token reaches no sink.
+The report's stop reason is scrubbed whenever it is shown. ``tests/test_secret_leaks.py``
+pins it end to end.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from .chunker import Work
 from .model import ItemOutcome, Outcome
+from .secrets import scrub
 
 
 class AccountingError(AssertionError):
@@ -73,7 +80,7 @@ class Report:
             "endpoints": {name: asdict(s) for name, s in self.endpoints.items()},
             "retried_items": self.retried_items,
             "elapsed_s": round(self.elapsed, 3),
-            "stopped": self.stopped,
+            "stopped": None if self.stopped is None else scrub(self.stopped),
             "replayed": self.replayed,
             "options": dict(self.options),
             "input_complete": self.input_complete,
@@ -83,7 +90,7 @@ class Report:
         """A short human-readable table."""
         lines = [f"unenroll report: {self.vendor}, {self.total} items, {self.elapsed:.2f}s"]
         if self.stopped:
-            lines.append(f"  STOPPED: {self.stopped}")
+            lines.append(f"  STOPPED: {scrub(self.stopped)}")
         if not self.input_complete:
             lines.append(f"  input: {self.total} items were taken in; the rest of the input was not read")
         if self.replayed:
@@ -139,6 +146,10 @@ class Ledger:
         if self._open.pop(work.index, None) is None:
             raise AccountingError(f"item {work.index} ended twice or never opened")
         self._counts[outcome] += 1
+        if code is not None:  # vendor text: the one place before every sink
+            code = scrub(code)
+        if message is not None:
+            message = scrub(message)
         result = ItemOutcome(work.index, work.item, outcome, code, message, work.sends)
         for sink in self._sinks:
             sink(result)
@@ -158,5 +169,7 @@ class Ledger:
         if self._open:
             raise AccountingError(f"{len(self._open)} items still open at the end of the job")
         self.report.counts = {o.value: self._counts[o] for o in Outcome if self._counts[o]}
+        if self.report.stopped is not None:
+            self.report.stopped = scrub(self.report.stopped)
         self.report.elapsed = time.monotonic() - self._started
         return self.report

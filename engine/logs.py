@@ -2,7 +2,10 @@
 
 Events are key-value pairs (``chunk.answered endpoint=unenroll chunk=12 items=100``);
 ``configure_logging(json=True)`` renders JSON lines. :func:`redact_secrets` runs on every
-event, so a token cannot reach a log line even if someone passes it by mistake.
+event (values under secret-sounding keys, Secret objects, known values in any string, also
+inside lists and dicts), and the rendered line is scrubbed once more (an exception's
+traceback, a JSON-escaped form), so a token cannot reach a log line even if someone passes
+it by mistake.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -23,13 +26,36 @@ _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|api_?key|accoun
 def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Blank values under secret-sounding keys, Secret objects, and known secret values."""
     for key, value in list(event.items()):
-        if isinstance(value, Secret) or (_SECRET_KEYS.search(key) and value is not None):
+        if _SECRET_KEYS.search(key) and value is not None:
             event[key] = MASK
-        elif isinstance(value, str):
-            event[key] = scrub(value)
-        elif isinstance(value, BaseException):
-            event[key] = scrub(f"{type(value).__name__}: {value}")
+        else:
+            event[key] = _redacted(value)
     return event
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}")
+    if isinstance(value, Mapping):
+        return {k: MASK if isinstance(k, str) and _SECRET_KEYS.search(k) and v is not None else _redacted(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v) for v in value]
+    return value
+
+
+class _ScrubbedRenderer:
+    """The renderer's line, scrubbed: whatever a processor added after redaction (a traceback)."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        return scrub(str(self._renderer(logger, method, event)))
 
 
 class _CurrentStderr:
@@ -51,7 +77,7 @@ def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            renderer,
+            _ScrubbedRenderer(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),  # type: ignore[arg-type]

@@ -1,0 +1,137 @@
+"""End to end: a vendor whose errors quote the credentials, in every encoding, leaks none
+of them into the results files, the journal, the logs, the outcomes or the report.
+
+A tiny Zoho on 127.0.0.1 answers the token request, then every unenroll call with an error
+whose message quotes the ``Authorization`` header, the refresh token and the client secret:
+raw, URL-encoded (``quote`` and ``quote_plus``), XML-escaped and JSON-escaped (``\\/``)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+
+from tests.conftest import TIME_SCALE
+from unenroll import Item, ItemOutcome, JobSettings, Report, ResultsWriter, RetryPolicy, run
+from unenroll.adapters.mocks.common import MockServer
+from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
+from unenroll.journal import Journal
+from unenroll.logs import configure_logging
+from unenroll.secrets import MASK
+
+REFRESH_TOKEN = "1000.r3fresh/Tok+en&x=\"q'<9>\u00e9-Wm5Kc8"
+ACCESS_TOKEN = "1000.acc/ess+Tok&en<7>=Yb2Nf6"
+CLIENT_ID = "1000.CLIENT-Hv4Qs"
+LONG_CLIENT_SECRET = "cs/Se+cr&et<9>\"\u00e9'x-Lq4Vz"
+SHORT_CLIENT_SECRET = "SEKRIT7"  # 7 characters: blanked as a whole token
+SETTINGS = JobSettings(retry=RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01), linger=0.05, seed=5)
+ITEMS = [Item("unenroll", ("5000000000000", "5000000000001"), str(7000000000001 + n)) for n in range(6)]
+
+
+def forms(value: str) -> list[str]:
+    """How the vendor quotes ``value``."""
+    return [value, quote(value, safe=""), quote_plus(value), html.escape(value),
+            json.dumps(value)[1:-1].replace("/", "\\/")]
+
+
+def leaky_zoho(status: int) -> web.Application:
+    """Grants ``ACCESS_TOKEN``; answers every unenroll with ``status`` quoting what it was sent."""
+    sent: dict[str, str] = {}
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        sent.update({k: str(v) for k, v in form.items()})
+        return web.json_response({"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"})
+
+    async def unenroll(request: web.Request) -> web.Response:
+        quoted = [request.headers.get("Authorization", ""), sent["refresh_token"], sent["client_secret"]]
+        message = "upstream failed; your request was: " + " | ".join(f for value in quoted for f in forms(value))
+        return web.json_response({"code": "9000", "message": message}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/oauth/v2/token", token)
+    app.router.add_post("/api/v1/courses/{course}/batches/{batch}/unenroll", unenroll)
+    return app
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a decoded JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
+@pytest.mark.parametrize("client_secret", [LONG_CLIENT_SECRET, SHORT_CLIENT_SECRET], ids=["long", "short"])
+@pytest.mark.parametrize("status", [500, 403], ids=["retried-then-gave-up", "fatal-stop"])
+async def test_no_form_of_any_credential_reaches_any_sink(tmp_path: Path, status: int, client_secret: str) -> None:
+    log = io.StringIO()
+    configure_logging(json=True, level="debug", stream=log)
+    outcomes: list[ItemOutcome] = []
+    journal_path = tmp_path / "job.journal"
+    try:
+        async with MockServer(leaky_zoho(status)) as server, aiohttp.ClientSession() as session:
+            adapter = ZohoPeople(session=session, base_url=server.url, accounts_url=server.url,
+                                 refresh_token=REFRESH_TOKEN, client_id=CLIENT_ID, client_secret=client_secret,
+                                 limits=ZohoLimits(margin=5.0), time_scale=TIME_SCALE, timeout=5.0)
+            with (ResultsWriter(tmp_path / "results.csv") as as_csv,
+                  ResultsWriter(tmp_path / "results.jsonl") as as_jsonl,
+                  Journal.open(journal_path, "leak-test") as journal):
+                report = await run(adapter, ITEMS, settings=SETTINGS, sinks=[as_csv, as_jsonl, outcomes.append],
+                                   journal=journal)
+    finally:
+        structlog.reset_defaults()
+
+    # the vendor's text did reach every item's outcome, blanked
+    assert report.total == len(ITEMS) == len(outcomes)
+    assert all(o.message and MASK in o.message for o in outcomes)
+    if status == 500:
+        assert report.counts == {"gave_up": len(ITEMS)}
+        assert all("upstream failed" in (o.message or "") for o in outcomes)
+    else:
+        assert report.stopped is not None and "upstream failed" in report.stopped and MASK in report.stopped
+
+    leaks = [f for value in (f"Zoho-oauthtoken {ACCESS_TOKEN}", ACCESS_TOKEN, REFRESH_TOKEN, client_secret)
+             for f in forms(value)]
+    seen = what_the_sinks_hold(tmp_path, journal_path, outcomes, report, log.getvalue())
+    assert seen["logs"], "the job logged nothing: the log check would prove nothing"
+    for where, texts in seen.items():
+        for leak in leaks:
+            hits = [text for text in texts if leak in text]
+            assert not hits, f"{leak!r} in {where}: {hits[0][:300]!r}"
+
+
+def what_the_sinks_hold(folder: Path, journal_path: Path, outcomes: list[ItemOutcome], report: Report,
+                        log: str) -> dict[str, list[str]]:
+    """Every text each sink holds: decoded (CSV cells, JSON strings, journal rows) and every file's raw bytes."""
+    with sqlite3.connect(journal_path) as db:
+        journal_rows = [str(v) for row in db.execute("SELECT outcome, code, message FROM items") for v in row]
+    csv_text = (folder / "results.csv").read_text()
+    seen = {
+        "outcomes": [str(o.as_record()) for o in outcomes],
+        "results.csv": [cell for row in csv.reader(io.StringIO(csv_text)) for cell in row],
+        "results.jsonl": [s for line in (folder / "results.jsonl").read_text().splitlines()
+                          for s in strings(json.loads(line))],
+        "journal": journal_rows,
+        "logs": [s for line in log.splitlines() for s in strings(json.loads(line))],
+        "report": [*strings(report.as_dict()), report.summary()],
+        "raw log": [log],
+    }
+    seen |= {f"raw {p.name}": [p.read_bytes().decode("utf-8", "replace")] for p in folder.iterdir()}
+    return seen
