@@ -3,16 +3,21 @@ of them into the results files, the journal, the logs, the outcomes or the repor
 
 A tiny Zoho on 127.0.0.1 answers the token request, then every unenroll call with an error
 whose message quotes the ``Authorization`` header, the refresh token and the client secret:
-raw, URL-encoded (``quote`` and ``quote_plus``), XML-escaped and JSON-escaped (``\\/``)."""
+raw, URL-encoded (``quote`` and ``quote_plus``), XML-escaped and JSON-escaped (``\\/``).
+The command line, against a SmarterU that quotes a 7-character key, prints and writes none."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
 import json
+import re
 import sqlite3
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -23,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from tests.conftest import TIME_SCALE
+from tests.test_cli_run import clean_env, run_cli
 from unenroll import Item, ItemOutcome, JobSettings, Report, ResultsWriter, RetryPolicy, run
 from unenroll.adapters.mocks.common import MockServer
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
@@ -135,3 +141,74 @@ def what_the_sinks_hold(folder: Path, journal_path: Path, outcomes: list[ItemOut
     }
     seen |= {f"raw {p.name}": [p.read_bytes().decode("utf-8", "replace")] for p in folder.iterdir()}
     return seen
+
+
+# -- the command line: a 7-character SmarterU key --------------------------------------------------
+
+SHORT_ACCOUNT_KEY = "SEKRIT7"
+LONG_USER_KEY = "user/Key+Vn4&Kt8<9>"
+
+
+def leaky_smarteru() -> web.Application:
+    """Refuses the keys (SU:02), quoting both as it read them from the package."""
+
+    async def api(request: web.Request) -> web.Response:
+        package = str((await request.post()).get("Package", ""))
+        keys = [html.unescape(m) for m in re.findall(r"<(?:AccountAPI|UserAPI)>(.*?)</", package)]
+        leak = "keys not valid: " + " | ".join(f for key in keys for f in forms(key))
+        return web.Response(content_type="text/xml", text=(
+            "<SmarterU><Result>Failed</Result><Info/><Errors><Error><ErrorID>SU:02</ErrorID>"
+            f"<ErrorMessage>{html.escape(leak)}</ErrorMessage></Error></Errors></SmarterU>"))
+
+    app = web.Application()
+    app.router.add_post("/apiv2/", api)
+    return app
+
+
+@contextmanager
+def served_in_a_thread(app: web.Application) -> Iterator[str]:
+    """``app`` on 127.0.0.1 in a thread of its own (the command runs in a subprocess); its URL."""
+    loop = asyncio.new_event_loop()
+    started: list[tuple[web.AppRunner, str]] = []
+    ready = threading.Event()
+
+    async def start() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        started.append((runner, f"http://127.0.0.1:{runner.addresses[0][1]}"))
+
+    def serve() -> None:
+        loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(started[0][0].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the server did not start"
+    try:
+        yield started[0][1]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_a_seven_character_key_and_an_encoded_key_reach_no_output_of_the_command(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("AccountUserLearningModuleRelID\n1000001\n1000002\n1000003\n")
+    with served_in_a_thread(leaky_smarteru()) as url:
+        env = clean_env(UNENROLL_BASE_URL=url, UNENROLL_ALLOW_INSECURE_HTTP="1", UNENROLL_TIME_SCALE="0.01",
+                        UNENROLL_SMARTERU_ACCOUNT_API_KEY=SHORT_ACCOUNT_KEY,
+                        UNENROLL_SMARTERU_USER_API_KEY=LONG_USER_KEY)
+        result = run_cli(["run", "smarteru", str(source), "-v", "--json-logs"], env, tmp_path)
+    assert result.returncode == 3, result.stderr[-2000:]  # the refused keys stop the job
+    report = json.loads((tmp_path / "in.results.csv.report.json").read_text())
+    assert "keys not valid" in report["stopped"] and MASK in report["stopped"]  # the vendor's text did arrive
+    outputs = {"stdout": result.stdout, "stderr (JSON log)": result.stderr}
+    outputs |= {p.name: p.read_bytes().decode("utf-8", "replace") for p in tmp_path.iterdir() if p != source}
+    assert {"in.results.csv", "in.results.csv.report.json", "in.results.csv.journal"} <= set(outputs)
+    for where, text in outputs.items():
+        for leak in [*forms(SHORT_ACCOUNT_KEY), *forms(LONG_USER_KEY), json.dumps(LONG_USER_KEY)[1:-1]]:
+            assert leak not in text, f"{leak!r} in {where}"
