@@ -16,8 +16,12 @@ Invariants of :func:`run_backup`:
   the read shows no enrolment (``"invalid"`` says why an item that the job would reject
   was not read);
 - the file at ``path`` appears only when the backup is complete (it is written to
-  ``<path>.partial`` and renamed); a read that cannot succeed stops the backup with a
-  :class:`BackupError` whose message carries no secret;
+  ``<path>.partial`` and renamed); each page's lines are written and flushed as soon as
+  the page is read, so a stop or a kill keeps what was read; a read that cannot succeed
+  stops the backup with a :class:`BackupError` whose message carries no secret;
+- with a journal, the job's backup is recorded as begun (from then on the journal lets
+  no change leave), each page as written, and the backup as complete with its hash; on a
+  resumed job it goes on from the pages the journal knows (see :func:`run_backup`);
 - retries are bounded by the :class:`~unenroll.retry.RetryPolicy`, throttles by
   ``max_throttles`` per call, pages by ``max_pages`` per read, token refreshes by one per
   call.
@@ -25,22 +29,24 @@ Invariants of :func:`run_backup`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import anyio
 
-from .adapter import Adapter, EndpointSpec
+from .adapter import Adapter, EndpointSpec, Operation
 from .auth import AuthError, headers_with_retry
+from .journal import BackupState, Journal
 from .limiter import CallLimiter
 from .logs import get_logger
-from .model import CallResult, CallVerdict, Item
+from .model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
 from .retry import RetryPolicy
 from .secrets import scrub
 from .transport import HttpRequest, HttpResponse, TransportError
@@ -76,6 +82,9 @@ class EnrolmentReader:
     max_subjects: int | None = None
     plan_is_exact: bool = True
     plan_note: str | None = None
+    # given a subject's backup record (None: the read did not list it), its final result
+    # when the read alone shows the item needs no change; see :func:`reconcile_refusals`
+    settled: Callable[[Mapping[str, Any] | None], ItemResult | None] | None = None
 
 
 class BackupError(Exception):
@@ -172,38 +181,85 @@ def plan_backup(adapter: Adapter, targets: Mapping[tuple[str, Target], int]) -> 
 
 @dataclass(frozen=True, slots=True)
 class BackupResult:
-    records: int  # lines written: one per distinct targeted item
+    records: int  # lines in the file: one per distinct targeted item
     found: int  # of which the read found an enrolment
-    calls: int  # read calls made, retries included
+    calls: int  # read calls made by this run, retries included
     path: Path
+    sha256: str = ""
+    kept: int = 0  # lines an earlier run had written (a resumed backup)
+    calls_all_runs: int = 0
+    already_complete: bool = False  # an earlier run finished it: nothing was read now
 
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """One read: some subjects of one target, paged to the end."""
+    """One read: some subjects of one target, paged to the end (from ``first_page``)."""
 
     operation: str
     target: Target
     subjects: tuple[str, ...]
     reader: EnrolmentReader
+    first_page: int = 0
+
+    @property
+    def key(self) -> str | None:
+        """A whole-target read's key in the journal: its pages list the target, whatever
+        the subjects, so a resumed read goes on from the next page. ``None``: a filtered read
+        (its pages depend on its subjects; a resumed backup reads the missing ones afresh)."""
+        return None if self.reader.max_subjects else f"{self.operation}\x1f{'/'.join(self.target)}"
 
 
-class _Lines:
-    """The backup file's writer: one JSON object per line."""
+def _key(operation: str, target: Target | str, subject: str) -> tuple[str, str, str]:
+    return operation, target if isinstance(target, str) else "/".join(target), subject
 
-    def __init__(self, out: IO[str], vendor: str) -> None:
-        self._out, self._vendor = out, vendor
-        self.records = self.found = 0
 
-    def write(self, operation: str, target: Target, subject: str, record: Mapping[str, Any] | None,
-              invalid: str | None = None) -> None:
+class _BackupFile:
+    """``<path>.partial`` as it is written: each page's lines are appended and flushed as
+    soon as the page is read, then the journal records how many bytes hold finished pages.
+    So a kill loses at most the page being written, and a resume cuts the file back to what
+    the journal knows and reads only what is missing."""
+
+    def __init__(self, out: BinaryIO, vendor: str, journal: Journal | None, offset: int = 0, records: int = 0,
+                 found: int = 0, calls_before: int = 0) -> None:
+        self._out, self._vendor, self._journal = out, vendor, journal
+        self.offset, self.records, self.found, self.calls_before = offset, records, found, calls_before
+
+    def _line(self, operation: str, target: Target, subject: str, record: Mapping[str, Any] | None,
+              invalid: str | None = None) -> bytes:
         line: dict[str, Any] = {"vendor": self._vendor, "operation": operation, "target": "/".join(target),
                                 "subject": subject, "record": None if record is None else dict(record)}
         if invalid is not None:
             line["invalid"] = invalid
-        self._out.write(json.dumps(line, default=str) + "\n")
         self.records += 1
         self.found += record is not None
+        return (json.dumps(line, default=str) + "\n").encode("utf-8")
+
+    def _commit(self, data: bytes, calls: int, page: tuple[str, int] | None = None) -> None:
+        if data:
+            self._out.write(data)
+            self._out.flush()  # on disk (the OS's) before the journal says so: a kill -9 keeps it
+            self.offset += len(data)
+        if self._journal is not None:
+            self._journal.backup_progress(self.offset, self.calls_before + calls, page)
+
+    def invalid(self, items: Sequence[_Invalid], calls: int) -> None:
+        if items:
+            self._commit(b"".join(self._line(bad.item.operation, bad.item.target, bad.item.subject, None, bad.reason)
+                                  for bad in items), calls)
+
+    def page(self, read: _Read, page: int, records: Mapping[str, Mapping[str, Any]], missing: Sequence[str] | None,
+             calls: int) -> None:
+        """Page ``page`` of ``read`` gave ``records`` (new ones); ``missing``: the read is over
+        and these subjects were not listed (written as ``null``)."""
+        data = [self._line(read.operation, read.target, subject, record) for subject, record in records.items()]
+        data += [self._line(read.operation, read.target, subject, None) for subject in missing or ()]
+        key = read.key
+        self._commit(b"".join(data), calls, None if key is None else (key, page + 1))
+
+    def close(self) -> None:
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +268,12 @@ class _Invalid:
     reason: str
 
 
-def _plan_reads(adapter: Adapter, items: Sequence[Item]) -> tuple[dict[str, list[_Read]], list[_Invalid]]:
+def _plan_reads(adapter: Adapter, items: Sequence[Item], done: Set[tuple[str, str, str]] = frozenset(),
+                next_pages: Mapping[str, int] | None = None) -> tuple[dict[str, list[_Read]], list[_Invalid]]:
     """Distinct valid items grouped into reads, per read endpoint, and the invalid items
-    with their reason (the job rejects those, so they change nothing and are not read)."""
+    with their reason (the job rejects those, so they change nothing and are not read).
+    Items in ``done`` (written by an earlier run) are left out; a whole-target read starts
+    at its page in ``next_pages``."""
     seen: set[tuple[str, Target, str]] = set()
     invalid: list[_Invalid] = []
     by_target: dict[tuple[str, Target], list[str]] = defaultdict(list)
@@ -228,6 +287,10 @@ def _plan_reads(adapter: Adapter, items: Sequence[Item]) -> tuple[dict[str, list
             problem = f"unknown operation {item.operation!r}" if op is None else op.validate(item)
         except Exception as exc:  # a malformed item: the job rejects it too
             problem = f"{type(exc).__name__}: {exc}"
+        if problem is None:
+            _reader(adapter, item.operation)  # raises before any call if the operation cannot be read
+        if done and _key(item.operation, "/".join(map(str, item.target)), item.subject) in done:
+            continue
         if problem is not None:
             invalid.append(_Invalid(item, scrub(problem)))
         else:
@@ -238,16 +301,19 @@ def _plan_reads(adapter: Adapter, items: Sequence[Item]) -> tuple[dict[str, list
         assert reader is not None  # validated items have a known operation
         size = reader.max_subjects or len(subjects)
         for start in range(0, len(subjects), size):
-            reads[reader.endpoint].append(_Read(operation, target, tuple(subjects[start : start + size]), reader))
+            read = _Read(operation, target, tuple(subjects[start : start + size]), reader)
+            if read.key is not None and next_pages and (first := next_pages.get(read.key)):
+                read = replace(read, first_page=first)
+            reads[reader.endpoint].append(read)
     return reads, invalid
 
 
 class _Reading:
     """Reads per endpoint: ``max_in_flight`` workers share the endpoint's one limiter."""
 
-    def __init__(self, adapter: Adapter, lines: _Lines, retry: RetryPolicy, max_throttles: int, max_pages: int,
+    def __init__(self, adapter: Adapter, out: _BackupFile, retry: RetryPolicy, max_throttles: int, max_pages: int,
                  rng: random.Random) -> None:
-        self.adapter, self.lines, self.retry = adapter, lines, retry
+        self.adapter, self.out, self.retry = adapter, out, retry
         self.max_throttles, self.max_pages, self.rng = max_throttles, max_pages, rng
         self.calls = 0
         self.failure: BackupError | None = None
@@ -268,25 +334,28 @@ class _Reading:
                       scope: anyio.CancelScope) -> None:
         for read in queue:
             try:
-                found = await self._read_all_pages(spec, limiter, read)
+                await self._read_all_pages(spec, limiter, read)
             except BackupError as exc:
                 if self.failure is None:
                     self.failure = exc
                     self.log.error("backup.failed", endpoint=spec.name, error=str(exc))
                 scope.cancel()
                 return
-            for subject in read.subjects:
-                self.lines.write(read.operation, read.target, subject, found.get(subject))
 
-    async def _read_all_pages(self, spec: EndpointSpec, limiter: CallLimiter, read: _Read) -> dict[str, Any]:
-        """Pages until the answer says there are no more, or every subject has its record."""
+    async def _read_all_pages(self, spec: EndpointSpec, limiter: CallLimiter, read: _Read) -> None:
+        """Pages until the answer says there are no more, or every subject has its record;
+        each page's records are written as soon as it is read."""
         wanted = set(read.subjects)
-        found: dict[str, Any] = {}
-        for page in range(self.max_pages):
+        found: set[str] = set()
+        for page in range(read.first_page, self.max_pages):
             answer = await self._call(spec, limiter, read, page)
-            found.update((s, r) for s, r in answer.records.items() if s in wanted)
-            if not answer.more or len(found) == len(wanted):
-                return found
+            new = {s: r for s, r in answer.records.items() if s in wanted and s not in found}
+            found.update(new)
+            last = not answer.more or len(found) == len(wanted)
+            missing = [s for s in read.subjects if s not in found] if last else None
+            self.out.page(read, page, new, missing, self.calls)
+            if last:
+                return
         raise BackupError(f"{spec.name}: target {'/'.join(read.target)} still had more after {self.max_pages} pages")
 
     async def _credentials(self) -> tuple[int, Mapping[str, str]]:
@@ -361,6 +430,60 @@ def _read(read: _Read, response: HttpResponse) -> ReadPage | CallResult:
         return CallResult.whole(CallVerdict.RETRY, "unreadable", f"{type(exc).__name__}: {exc}")
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _lines_of(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as f:
+        for raw in f:
+            line: dict[str, Any] = json.loads(raw)
+            yield line
+
+
+@dataclass(slots=True)
+class _Kept:
+    """What an earlier run wrote to the partial file (cut back to its journaled pages)."""
+
+    done: set[tuple[str, str, str]] = field(default_factory=set)
+    records: int = 0
+    found: int = 0
+    offset: int = 0
+
+
+def _recover(path: Path, partial: Path, state: BackupState, journal: Journal) -> _Kept | BackupResult:
+    """A journaled backup that an earlier run did not finish: the partial file cut back to
+    the bytes the journal knows hold finished pages, and what they hold. A file renamed
+    just before the run died is that backup, complete. A partial file that is gone or
+    shorter than the journal says is read again from the start."""
+    log = get_logger(phase="backup")
+    if not partial.exists() and state.offset and path.exists() and path.stat().st_size == state.offset:
+        lines = list(_lines_of(path))
+        sha = _sha256(path)
+        found = sum(line.get("record") is not None for line in lines)
+        journal.backup_complete(sha, len(lines), found, state.calls, state.offset)
+        return BackupResult(len(lines), found, 0, path, sha, len(lines), state.calls, already_complete=True)
+    if partial.exists() and partial.stat().st_size >= state.offset:
+        os.truncate(partial, state.offset)  # what follows was written by a page the journal does not know of
+        kept = _Kept(offset=state.offset)
+        try:
+            for line in _lines_of(partial):
+                kept.done.add(_key(line["operation"], line["target"], line["subject"]))
+                kept.records += 1
+                kept.found += line.get("record") is not None
+            return kept
+        except (ValueError, KeyError, TypeError):
+            log.warning("backup.partial_unreadable", path=str(partial))
+    else:
+        log.warning("backup.partial_missing", path=str(partial), journaled_bytes=state.offset)
+    journal.backup_begin(state.path)
+    return _Kept()
+
+
 async def run_backup(
     adapter: Adapter,
     items: Sequence[Item],
@@ -370,6 +493,7 @@ async def run_backup(
     max_throttles: int = 10,
     max_pages: int = 100_000,
     seed: int | None = None,
+    journal: Journal | None = None,
 ) -> BackupResult:
     """Read the current enrolment of every distinct item and write it to ``path`` (JSONL).
 
@@ -378,17 +502,100 @@ async def run_backup(
     shows no enrolment (plus ``"invalid"`` for an item the job would reject). Raises
     :class:`BackupError` (before any call if an operation has no read API); the partial
     file is then left at ``<path>.partial``.
+
+    With a ``journal`` the backup is the job's: it is recorded as begun (no change may be
+    sent from then on, see ``journal.py``), each page as written, and the backup as
+    complete with its hash. Called again on the resumed job, it goes on where the earlier
+    run stopped (the same ``items`` and ``path``), or returns the backup an earlier run
+    completed without reading anything.
     """
     path = Path(path)
-    reads, invalid = _plan_reads(adapter, items)  # raises before any call or file if something cannot be read
     partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as out:
-        lines = _Lines(out, adapter.vendor)
-        for bad in invalid:
-            lines.write(bad.item.operation, bad.item.target, bad.item.subject, None, bad.reason)
-        reading = _Reading(adapter, lines, retry or RetryPolicy(), max_throttles, max_pages, random.Random(seed))
+    state = journal.backup_state() if journal is not None else None
+    if state is not None and Path(state.path) != path.resolve():
+        raise BackupError(f"this job's backup is {state.path}, not {path}")
+    if state is not None and state.complete:
+        return BackupResult(state.records, state.found, 0, path, state.sha256 or "", state.records, state.calls,
+                            already_complete=True)
+    kept = _Kept()
+    if state is not None:
+        assert journal is not None
+        recovered = _recover(path, partial, state, journal)
+        if isinstance(recovered, BackupResult):
+            return recovered
+        kept = recovered
+        state = journal.backup_state()
+    pages = journal.backup_pages() if journal is not None and kept.offset else {}
+    reads, invalid = _plan_reads(adapter, items, kept.done, pages)  # raises before any call if something cannot be read
+    calls_before = 0
+    if journal is not None and state is None:
+        journal.backup_begin(str(path.resolve()))
+    elif state is not None:
+        calls_before = state.calls
+    out = _BackupFile(partial.open("ab" if kept.offset else "wb"), adapter.vendor, journal, kept.offset,
+                      kept.records, kept.found, calls_before)
+    reading = _Reading(adapter, out, retry or RetryPolicy(), max_throttles, max_pages, random.Random(seed))
+    try:
+        out.invalid(invalid, 0)
         await reading.run(reads)
+    finally:
+        out.close()
+    sha = _sha256(partial)
     os.replace(partial, path)
-    reading.log.info("backup.finished", records=lines.records, found=lines.found, calls=reading.calls,
-                     path=str(path))
-    return BackupResult(lines.records, lines.found, reading.calls, path)
+    calls_all = calls_before + reading.calls
+    if journal is not None:
+        journal.backup_complete(sha, out.records, out.found, calls_all, out.offset)
+    reading.log.info("backup.finished", records=out.records, found=out.found, calls=reading.calls,
+                     kept=kept.records, path=str(path))
+    return BackupResult(out.records, out.found, reading.calls, path, sha, kept.records, calls_all)
+
+
+# -- what the read alone settles ----------------------------------------------------------
+
+
+def settled_by_backup(adapter: Adapter, path: Path) -> dict[tuple[str, str, str], ItemResult]:
+    """The items of a complete backup file whose read alone gives their final result (their
+    reader's ``settled``), by ``(operation, target joined by "/", subject)``."""
+    settled: dict[tuple[str, str, str], ItemResult] = {}
+    for line in _lines_of(Path(path)):
+        reader = readers_of(adapter).get(str(line.get("operation")))
+        if reader is None or reader.settled is None or "invalid" in line:
+            continue
+        record = line.get("record")
+        result = reader.settled(record if isinstance(record, Mapping) else None)
+        if result is not None and result.verdict is ItemVerdict.FINAL and result.outcome is not None:
+            settled[_key(line["operation"], line["target"], line["subject"])] = result
+    return settled
+
+
+def reconcile_refusals(operation: Operation, settled: Mapping[tuple[str, str, str], ItemResult]) -> Operation:
+    """``operation`` whose answers are read as before, except that an item the vendor
+    refuses for good (``failed``, per item or for the whole call) whose backup read settles
+    it ends as the read says. The vendor's refusal is quoted in the message; any other
+    answer stands (an accepted change is never overridden by an older read)."""
+    mine = {(target, subject): result for (name, target, subject), result in settled.items()
+            if name == operation.name}
+    if not mine:
+        return operation
+    read_response = operation.read_response
+
+    def settle(refusal: ItemResult, read: ItemResult | None) -> ItemResult:
+        if read is None or refusal.verdict is not ItemVerdict.FINAL or refusal.outcome is not Outcome.FAILED:
+            return refusal
+        assert read.outcome is not None
+        said = read.message or f"the backup read shows it {read.outcome.value}"
+        return ItemResult.final(read.outcome, read.code or refusal.code,
+                                f"{said}; the vendor refused the change ({refusal.code}: {refusal.message})")
+
+    def read_reconciled(target: Target, subjects: Sequence[str], response: HttpResponse) -> CallResult:
+        result = read_response(target, subjects, response)
+        joined = "/".join(target)
+        if result.verdict is CallVerdict.ANSWERED and len(result.items) == len(subjects):
+            return replace(result, items=tuple(settle(r, mine.get((joined, s)))
+                                               for s, r in zip(subjects, result.items, strict=True)))
+        if result.verdict is CallVerdict.FAILED and any((joined, s) in mine for s in subjects):
+            refusal = ItemResult.final(Outcome.FAILED, result.code, result.message)
+            return CallResult.answered([settle(refusal, mine.get((joined, s))) for s in subjects])
+        return result
+
+    return replace(operation, read_response=read_reconciled)

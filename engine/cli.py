@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 import anyio
 import click
 
-from .adapter import Adapter
+from .adapter import Adapter, Operation
 from .logs import configure_logging, get_logger
 from .secrets import Secret, scrub
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported where used, so `unenroll --help` stays quick
     from .adapters.registry import VendorEntry
     from .config import Credentials, RunSettings
     from .inputs import InputFile
-    from .journal import Journal
+    from .journal import BackupState, Journal
     from .ledger import Report
     from .model import Item
     from .pipeline import Job
@@ -291,7 +291,7 @@ def execute_run(o: RunOptions) -> int:
                   "--journal (or --results)")
         if o.resume and not journal_path.exists():
             _fail(f"the journal {journal_path} does not exist: there is nothing to resume (run without --resume)")
-    if o.backup is not None and o.backup.exists():
+    if o.backup is not None and not o.resume and o.backup.exists():  # a resumed job's own backup: see _Run
         _fail(f"the backup file {o.backup} already exists: choose another path (an earlier backup is never "
               "overwritten)")
     for path, what in ((results, "results file"), (journal_path, "journal"), (o.backup, "backup file")):
@@ -303,13 +303,27 @@ def execute_run(o: RunOptions) -> int:
                journal_path)
     try:
         return anyio.run(run.main)
-    except KeyboardInterrupt:  # before the job started: nothing was sent
-        click.echo("\nunenroll: interrupted before anything was sent", err=True)
+    except KeyboardInterrupt:  # outside the signal handlers' watch: say what is true
+        if run.exit_code is not None:
+            return run.exit_code  # the report was written
+        if run.stage == "plan":
+            click.echo("\nunenroll: interrupted before anything was sent", err=True)
+        else:
+            click.echo(f"\nunenroll: interrupted; NO report was written; the journal {run.journal_path} has what was "
+                       "done: run the same command with --resume", err=True)
         return EXIT_SIGNAL[signal.SIGINT]
 
 
 class _Run:
-    """One ``unenroll run``: the steps after the command line was checked."""
+    """One ``unenroll run``: the steps after the command line was checked.
+
+    Every way out after the journal is open writes the report (``*.report.json``) and says
+    what this run sent: the signal handlers stay in place until the report is written, so
+    a Ctrl-C can never skip it. A first Ctrl-C (or SIGTERM) stops the job, letting calls in
+    flight finish; a second abandons those calls (their items end ``not_sent``, and
+    ``--resume`` sends them again) and the report is still written; only a third quits at
+    once, saying that no report was written.
+    """
 
     def __init__(self, o: RunOptions, entry: VendorEntry, settings: RunSettings, credentials: Credentials,
                  input_file: InputFile, engine_operation: str, operation_name: str, results: Path,
@@ -325,8 +339,16 @@ class _Run:
         self.journal_path = journal_path
         self.report_path = results.with_name(results.name + ".report.json")
         self.signal_received: int | None = None
+        self.signals_seen = 0
         self.log = get_logger(vendor=o.vendor)
         self.job: Job | None = None
+        self.journal: Journal | None = None
+        self.journal_forgotten = False
+        self.session: Any = None
+        self.work: anyio.CancelScope | None = None  # the backup and the job: the first signal cancels it
+        self.stage = "plan"  # plan, backup, job, report, done
+        self.exit_code: int | None = None  # set once the report is written
+        self.backup_path: Path | None = None
         self.started_at = datetime.now(UTC)
 
     def _secrets(self) -> list[Secret]:
@@ -339,6 +361,7 @@ class _Run:
         from .config import ConfigError
 
         async with aiohttp.ClientSession() as session:
+            self.session = session
             try:
                 adapter = self.entry.build(BuildRequest(self.settings, self.credentials, session,
                                                         frozenset(self.o.destructive), self.o.dry_run))
@@ -346,8 +369,28 @@ class _Run:
                 _fail(str(exc))
             return await self._with_adapter(adapter, _OperationsView(adapter, [self.engine_operation]))
 
+    def _backup_target(self, journal: Journal | None) -> tuple[Path | None, BackupState | None]:
+        """Where this job's backup goes and what the journal knows of it. A resumed job keeps
+        the backup it began (``--backup`` may be left out); a job that already sent changes
+        without a backup cannot start one (it would not show the enrolments before them)."""
+        o = self.o
+        state = journal.backup_state() if journal is not None else None
+        if state is None:
+            if o.backup is not None and journal is not None and journal.any_sent():
+                _fail("this job started without --backup and has already sent changes: a backup now would not show "
+                      "the enrolments before them; resume without --backup")
+            if o.backup is not None and o.resume and o.backup.exists():
+                _fail(f"the backup file {o.backup} already exists: choose another path (an earlier backup is never "
+                      "overwritten)")
+            return o.backup, None
+        recorded = Path(state.path)
+        if o.backup is not None and o.backup.resolve() != recorded:
+            _fail(f"this job's backup is {recorded}: resume with --backup {recorded}, or without --backup")
+        return recorded, state
+
     async def _with_adapter(self, vendor_adapter: Adapter, adapter: Adapter) -> int:
         """``adapter`` shows the job's operation only; backups read through ``vendor_adapter``."""
+        from . import backup as backup_api
         from .inputs import InputError, file_sha256
         from .journal import Journal, JournalError
         from .plan import describe, make_plan
@@ -364,51 +407,69 @@ class _Run:
         except JournalError as exc:
             _fail(_journal_problem(exc))
         try:
-            plan = make_plan(adapter, self.input_file.items(), journal=plan_journal,
-                             keep_items=o.backup is not None, operations_used=[self.engine_operation])
+            backup_path, backup_state = self._backup_target(plan_journal)
+            to_back_up = backup_path is not None and not (backup_state is not None and backup_state.complete)
+            plan = make_plan(adapter, self.input_file.items(), journal=plan_journal, keep_items=to_back_up,
+                             operations_used=[self.engine_operation])
         except InputError as exc:
             _fail(str(exc))
         finally:
             if plan_journal is not None:
                 plan_journal.close()
+        self.backup_path = backup_path
         click.echo(describe(plan, source=str(o.input_path), base_url=base_url, secrets=self._secrets()))
-        backup_api = None
-        if o.backup is not None:
-            backup_api = _backup_api()
+        if backup_state is not None and backup_state.complete:
+            click.echo(f"backup: completed by an earlier run ({backup_state.records:,} records in {backup_path})")
+        elif to_back_up:
             try:
                 backup_plan = backup_api.plan_backup(vendor_adapter, dict(plan.per_target))
             except backup_api.BackupError as exc:
                 _fail(f"--backup: {exc}")
             click.echo(backup_plan.describe())
+            if backup_state is not None:
+                click.echo(f"backup: an earlier run began it; it goes on where it stopped ({backup_path})")
         if o.dry_run:
             click.echo("dry run: nothing was sent and nothing was written")
             return EXIT_OK
         self._confirm(plan)
-        self.started_at = datetime.now(UTC)
         try:
             journal = Journal.open(self.journal_path, fingerprint, resume=o.resume)
         except JournalError as exc:
             _fail(_journal_problem(exc))
-        report: Report | None = None
         with journal:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_signals, scope)
-                    try:
-                        if o.backup is not None and backup_api is not None:
-                            code = await self._backup(backup_api, vendor_adapter, plan.items or [], o.backup,
-                                                      journal)
-                            if code is not None:
-                                return code
-                        report = await self._job(adapter, plan, journal)
-                    finally:
-                        tg.cancel_scope.cancel()
-            if report is None:
-                if self.job is None:  # stopped during the backup
-                    click.echo("unenroll: stopped before anything was changed", err=True)
-                    return self._exit_code(None)
-                report = self.job.report
-        return self._finish(report, input_sha256, fingerprint)
+            self.journal = journal
+            journal.record_run({"started_at": self.started_at.isoformat(), "resumed": o.resume})
+            async with anyio.create_task_group() as watcher:
+                watcher.start_soon(self._watch_signals)
+                try:
+                    code = await self._run_and_report(vendor_adapter, adapter, plan, journal, to_back_up,
+                                                      input_sha256, fingerprint)
+                finally:
+                    watcher.cancel_scope.cancel()
+        self.stage = "done"
+        return code
+
+    async def _run_and_report(self, vendor_adapter: Adapter, adapter: Adapter, plan: Plan, journal: Journal,
+                              to_back_up: bool, input_sha256: str, fingerprint: str) -> int:
+        """The backup (if it is not complete yet), then the job, then the report: whatever
+        stops them, the report is written."""
+        report: Report | None = None
+        backup_failure: str | None = None
+        with anyio.CancelScope() as self.work:
+            if to_back_up and self.backup_path is not None:
+                self.stage = "backup"
+                backup_failure = await self._backup(vendor_adapter, plan.items or [], self.backup_path, journal)
+            if backup_failure is None:
+                state = journal.backup_state()
+                if self.backup_path is not None and (state is None or not state.complete):
+                    backup_failure = "the backup is not complete: nothing may be changed before it is"
+                else:
+                    self.stage = "job"
+                    report = await self._job(self._reconciled(vendor_adapter, adapter), plan, journal)
+        self.stage = "report"
+        if self.job is None:  # stopped, or failed, before the job began
+            return self._finish_before_job(backup_failure, input_sha256, fingerprint)
+        return self._finish(report or self.job.report, input_sha256, fingerprint)
 
     # -- the change guard ----------------------------------------------------------------
 
@@ -437,45 +498,87 @@ class _Run:
 
     # -- signals -------------------------------------------------------------------------
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(self) -> None:
+        """In place from the journal's opening until the report is written (see the class)."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for received in signals:
-                if self.signal_received is None:
+                self.signals_seen += 1
+                if self.stage == "report" and self.signals_seen < 3:
+                    click.echo("\nunenroll: the job is over; writing its report (a third Ctrl-C quits without it)",
+                               err=True)
+                elif self.signals_seen == 1:
                     self.signal_received = int(received)
                     click.echo("\nunenroll: stopping: calls in flight finish, the rest is recorded as not sent "
-                               "(press Ctrl-C again to quit at once)", err=True)
-                    scope.cancel()
+                               "(press Ctrl-C again to abandon the calls in flight)", err=True)
+                    if self.work is not None:
+                        self.work.cancel()
+                elif self.signals_seen == 2:
+                    click.echo("unenroll: abandoning the calls in flight: their items end not_sent and --resume "
+                               "sends them again; writing the report", err=True)
+                    await self._abandon_calls()
                 else:
-                    click.echo("unenroll: quitting at once; resume with --resume", err=True)
+                    click.echo(f"unenroll: quitting at once: NO report was written; the journal {self.journal_path} "
+                               "has what was done: run the same command with --resume", err=True)
                     os._exit(EXIT_SIGNAL.get(signal.Signals(received), 130))
+
+    async def _abandon_calls(self) -> None:
+        """Close every connection: a call in flight ends at once as a transport failure
+        (never as an answer), and no new one can start."""
+        connector = getattr(self.session, "connector", None)
+        if connector is not None:
+            with anyio.CancelScope(shield=True):
+                await connector.close(abort_ssl=True)
 
     # -- backup --------------------------------------------------------------------------
 
-    async def _backup(self, api: Any, adapter: Adapter, items: list[Item], path: Path,
-                      journal: Journal) -> int | None:
-        """Run the backup; an exit code if the job must not go on."""
+    async def _backup(self, adapter: Adapter, items: list[Item], path: Path, journal: Journal) -> str | None:
+        """Run (or go on with) the job's backup; why it failed, if it did."""
+        from .backup import BackupError, run_backup
+
         click.echo(f"backing up {len(items):,} enrolments to {path} ...")
         sys.stdout.flush()
         try:
-            result = await api.run_backup(adapter, items, path, retry=self.settings.job.retry,
-                                          max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed)
-        except api.BackupError as exc:
+            result = await run_backup(adapter, items, path, retry=self.settings.job.retry,
+                                      max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed,
+                                      journal=journal)
+        except BackupError as exc:
             self._forget_fresh_journal(journal)
-            click.echo(f"unenroll: backup failed, nothing was changed: {scrub(str(exc))}", err=True)
-            return EXIT_FATAL
+            return scrub(str(exc))
         except anyio.get_cancelled_exc_class():
             self._forget_fresh_journal(journal)
             raise
-        click.echo(f"backup: {result.records:,} records ({result.found:,} enrolments found) in {result.path}, "
+        kept = f", {result.kept:,} of them read by an earlier run" if result.kept else ""
+        click.echo(f"backup: {result.records:,} records ({result.found:,} enrolments found{kept}) in {result.path}, "
                    f"{result.calls:,} calls")
         return None
 
     def _forget_fresh_journal(self, journal: Journal) -> None:
-        """A fresh job that never started leaves no journal behind (a rerun must not need --resume)."""
-        if not self.o.resume:
+        """A fresh job whose backup read nothing leaves no journal behind (a rerun must not
+        need --resume); once a page is on disk, the journal keeps it for --resume."""
+        state = journal.backup_state()
+        if not self.o.resume and (state is None or state.offset == 0):
             journal.close()
+            self.journal_forgotten = True
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.journal_path) + suffix).unlink(missing_ok=True)
+
+    def _reconciled(self, vendor_adapter: Adapter, adapter: Adapter) -> Adapter:
+        """``adapter`` whose refusals the backup's read settles end as the read says
+        (``backup.reconcile_refusals``); as it is without a backup file."""
+        from .backup import reconcile_refusals, settled_by_backup
+
+        if self.backup_path is None or not self.backup_path.exists():
+            return adapter
+        try:
+            settled = settled_by_backup(vendor_adapter, self.backup_path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the file was edited since: read nothing from it
+            click.echo(f"unenroll: warning: the backup {self.backup_path} cannot be read back ({exc}); refusals are "
+                       "not checked against it", err=True)
+            return adapter
+        if not settled:
+            return adapter
+        return _OperationsView(adapter, list(adapter.operations),
+                               {name: reconcile_refusals(op, settled) for name, op in adapter.operations.items()})
 
     # -- the job -------------------------------------------------------------------------
 
@@ -512,20 +615,84 @@ class _Run:
 
     # -- the end -------------------------------------------------------------------------
 
+    def _sent_this_run(self) -> tuple[int, int]:
+        """(items, calls) this run sent (an item sent twice counts once)."""
+        journal = self.journal
+        if journal is None or self.journal_forgotten:
+            return 0, 0
+        return journal.items_sent_this_run, journal.calls_this_run
+
     def _exit_code(self, report: Report | None) -> int:
         if self.signal_received is not None:
             return EXIT_SIGNAL.get(signal.Signals(self.signal_received), 130)
         if report is None:
             return EXIT_FATAL
         if report.stopped:
+            nothing_sent = self._sent_this_run()[1] == 0 and report.calls == 0
             if report.stopped.startswith("the input failed"):
-                return EXIT_USAGE
-            if report.stopped.startswith("auth:") and report.calls == 0:
+                return EXIT_USAGE if nothing_sent else EXIT_SOME_FAILED  # 2 promises that nothing was sent
+            if report.stopped.startswith("auth:") and nothing_sent:
                 return EXIT_USAGE  # the credentials were refused before anything was sent
             return EXIT_FATAL
-        if any(report.counts.get(k) for k in ("failed", "gave_up", "not_sent", "rejected")):
+        if any(report.counts.get(k) for k in ("failed", "gave_up", "not_sent", "rejected")) or \
+                not report.input_complete:
             return EXIT_SOME_FAILED  # rejected rows too: a script must not read them as success
         return EXIT_OK
+
+    def _across_runs(self, code: int) -> dict[str, Any]:
+        """The report's fields that span runs (from the journal), and this run's entry in it."""
+        journal = self.journal
+        items, calls = self._sent_this_run()
+        fields: dict[str, Any] = {
+            "started_at": self.started_at.isoformat(),
+            "this_run_started_at": self.started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "sent_this_run": {"items": items, "calls": calls},
+            "backup": None if self.backup_path is None else str(self.backup_path),
+            "totals": {"runs": 1, "calls": calls, "backup_calls": 0},
+        }
+        if journal is None or self.journal_forgotten:
+            return fields
+        state = journal.backup_state()
+        journal.record_run({"started_at": self.started_at.isoformat(), "resumed": self.o.resume,
+                            "finished_at": fields["finished_at"], "exit_code": code, "calls": calls,
+                            "items_sent": items}, replace_last=True)
+        fields["started_at"] = journal.started_at or fields["started_at"]
+        fields["totals"] = {"runs": len(journal.runs()), "calls": journal.calls_total,
+                            "backup_calls": state.calls if state is not None else 0}
+        if state is not None:
+            fields["backup"] = state.path
+            fields["backup_complete"] = state.complete
+            fields["backup_records"] = state.records if state.complete else None
+            fields["backup_sha256"] = state.sha256
+        return fields
+
+    def _write_report(self, record: dict[str, Any]) -> None:
+        tmp = self.report_path.with_name(self.report_path.name + ".tmp")
+        tmp.write_text(scrub(json.dumps(record, indent=2)) + "\n", encoding="utf-8")
+        tmp.replace(self.report_path)
+        self.exit_code = record["exit_code"]
+        self.log.info("run.finished", **{k: v for k, v in record.items() if k != "endpoints"})
+
+    def _finish_before_job(self, backup_failure: str | None, input_sha256: str, fingerprint: str) -> int:
+        """The backup failed or was stopped: nothing was changed. The report says so."""
+        code = self._exit_code(None)  # the signal's code, or 3: the backup failed
+        if backup_failure is not None and self.signal_received is None:
+            stopped = f"backup failed: {backup_failure}"
+            click.echo(f"unenroll: backup failed, nothing was changed: {backup_failure}", err=True)
+        else:
+            stopped = "stopped during the backup"
+            click.echo("unenroll: stopped during the backup: nothing was changed", err=True)
+        record = {"vendor": self.o.vendor, "total": 0, "counts": {}, "calls": 0, "stopped": stopped,
+                  "operation": self.operation_name, "input": str(self.o.input_path), "input_sha256": input_sha256,
+                  "journal": None if self.journal_forgotten else str(self.journal_path),
+                  "job_fingerprint": fingerprint, "resumed": self.o.resume, **self._across_runs(code),
+                  "exit_code": code}
+        self._write_report(record)
+        if not self.journal_forgotten:
+            click.echo(f"to go on with the backup where it stopped, run the same command with --resume (journal: "
+                       f"{self.journal_path})")
+        return code
 
     def _finish(self, report: Report, input_sha256: str, fingerprint: str) -> int:
         code = self._exit_code(report)
@@ -537,16 +704,16 @@ class _Run:
             "journal": str(self.journal_path),
             "job_fingerprint": fingerprint,
             "resumed": self.o.resume,
-            "backup": None if self.o.backup is None else str(self.o.backup),
-            "started_at": self.started_at.isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
+            **self._across_runs(code),
             "exit_code": code,
         }
-        tmp = self.report_path.with_name(self.report_path.name + ".tmp")
-        tmp.write_text(scrub(json.dumps(record, indent=2)) + "\n", encoding="utf-8")
-        tmp.replace(self.report_path)
-        self.log.info("run.finished", **{k: v for k, v in record.items() if k != "endpoints"})
+        self._write_report(record)
         click.echo(report.summary())
+        items, calls = self._sent_this_run()
+        click.echo(f"this run sent {items:,} items in {calls:,} calls")
+        if report.stopped and report.stopped.startswith("the input failed") and calls:
+            click.echo(f"unenroll: {scrub(report.stopped)}; {items:,} items had been sent in {calls:,} calls: each "
+                       f"one's outcome is in {self.results}", err=True)
         click.echo(f"results: {self.results} (report: {self.report_path})")
         if code in EXIT_SIGNAL.values() or report.counts.get("not_sent"):
             click.echo(f"to finish the job, run the same command with --resume (journal: {self.journal_path})")
@@ -562,25 +729,18 @@ def _journal_problem(exc: Exception) -> str:
 
 
 class _OperationsView:
-    """An adapter seen through the operations a job uses: the engine then plans, runs and
-    reports only their endpoints. Everything else is the adapter's own."""
+    """An adapter seen through the operations a job uses (``replaced``: some of them
+    replaced): the engine then plans, runs and reports only their endpoints. Everything
+    else is the adapter's own."""
 
-    def __init__(self, adapter: Adapter, operations: Sequence[str]) -> None:
+    def __init__(self, adapter: Adapter, operations: Sequence[str],
+                 replaced: Mapping[str, Operation] | None = None) -> None:
         self.vendor = adapter.vendor
-        self.operations = {name: adapter.operations[name] for name in operations}
+        self.operations = {name: (replaced or {}).get(name) or adapter.operations[name] for name in operations}
         used = {op.endpoint for op in self.operations.values()}
         self.endpoints = {name: spec for name, spec in adapter.endpoints.items() if name in used}
         self.transport = adapter.transport
         self.auth = adapter.auth
-
-
-def _backup_api() -> Any:
-    """``unenroll.backup`` (plan_backup, run_backup, BackupError), or a clear refusal."""
-    try:
-        from . import backup
-    except ImportError as exc:  # pragma: no cover - the backup module ships with the engine
-        _fail(f"--backup needs unenroll.backup, which this installation lacks ({exc})")
-    return backup
 
 
 # -- mock serve ----------------------------------------------------------------------------

@@ -20,18 +20,32 @@ simply sent again, which for an unenrollment is safe (the vendor answers not-enr
 
 Only one process may use a journal: the connection holds SQLite's exclusive lock for its
 lifetime, and a second process is refused with :class:`JournalLocked`.
+
+A job that backs up first records its backup here too (see ``backup.py``): the path, how
+many bytes of ``<path>.partial`` hold finished pages, the next page of each whole-target
+read, and at last that it is complete (with its hash). Invariant: from
+:meth:`Journal.backup_begin` until :meth:`Journal.backup_complete`, :meth:`Journal.before_call`
+refuses, so no change can leave before the backup of what it changes is on disk.
+
+The journal also keeps what spans runs: the first run's start time, the calls of all runs
+(counted durably before each call leaves) and one entry per run.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from .model import ItemOutcome, Outcome
+
+_BACKUP_KEYS = ("backup.path", "backup.offset", "backup.calls", "backup.complete", "backup.sha256",
+                "backup.records", "backup.found")
 
 SCHEMA_VERSION = "1"
 NOT_CONFIRMED = frozenset({Outcome.NOT_SENT, Outcome.GAVE_UP})
@@ -60,6 +74,20 @@ class Recalled:
         return self.outcome is not None and self.outcome not in NOT_CONFIRMED
 
 
+@dataclass(frozen=True, slots=True)
+class BackupState:
+    """A journaled backup: ``offset`` bytes of ``<path>.partial`` hold finished pages (all
+    of the file once ``complete``); ``calls`` counts the read calls of every run."""
+
+    path: str
+    offset: int
+    calls: int
+    complete: bool
+    sha256: str | None = None
+    records: int = 0
+    found: int = 0
+
+
 class Journal:
     """Write-ahead record of one job. Use :meth:`open`; close (or ``with``) to flush."""
 
@@ -77,6 +105,13 @@ class Journal:
         self._window_end = 0  # indices below this have been fetched into _window
         self._skip_index = -1  # the recalled item being ended right now: already on disk
         self.recalled_confirmed = 0
+        self._calls_pending = 0  # calls marked since the last flush (added to calls.total)
+        self.calls_this_run = 0
+        self._sent_this_run = bytearray()  # a bit per item index marked sending by this run
+        self.items_sent_this_run = 0
+        meta = self._meta()
+        self._backup_pending = "backup.path" in meta and meta.get("backup.complete") != "1"
+        self.started_at: str | None = meta.get("started_at")
 
     @classmethod
     def open(cls, path: str | Path, fingerprint: str, *, resume: bool = False) -> Journal:
@@ -126,7 +161,8 @@ class Journal:
                     """
                 )
                 conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [("schema", SCHEMA_VERSION), ("fingerprint", fingerprint)])
+                                 [("schema", SCHEMA_VERSION), ("fingerprint", fingerprint),
+                                  ("started_at", datetime.now(UTC).isoformat())])
         except BaseException:
             conn.close()
             raise
@@ -172,9 +208,27 @@ class Journal:
 
     def before_call(self, indices: Iterable[int]) -> None:
         """Mark items as being sent, durably, before the call leaves: after a kill, the
-        resumed run knows their call may have taken effect. One small write per call."""
-        self._sending.extend((i,) for i in indices)
+        resumed run knows their call may have taken effect. One small write per call.
+        Refused (:class:`JournalError`) while the job's backup is not complete."""
+        if self._backup_pending:
+            raise JournalError("this job's backup is not complete: nothing may be changed before it is")
+        marks = [(i,) for i in indices]
+        sent = self._sent_this_run
+        for (i,) in marks:
+            byte, bit = divmod(i, 8)
+            if byte >= len(sent):
+                sent.extend(bytes(byte + 1 - len(sent) + 1024))
+            if not sent[byte] & (1 << bit):
+                sent[byte] |= 1 << bit
+                self.items_sent_this_run += 1
+        self._sending.extend(marks)
+        self._calls_pending += 1
+        self.calls_this_run += 1
         self.flush()
+
+    def is_replay(self, outcome: ItemOutcome) -> bool:
+        """``outcome`` is an earlier run's, replayed now (a sink after the journal may ask)."""
+        return outcome.index == self._skip_index
 
     def __call__(self, outcome: ItemOutcome) -> None:
         """A ledger sink: record an item's outcome."""
@@ -192,6 +246,11 @@ class Journal:
         if self._sending or self._ended:
             with self._conn:  # one transaction
                 self._conn.execute("BEGIN")
+                if self._calls_pending:
+                    self._conn.execute(
+                        "INSERT INTO meta VALUES ('calls.total', ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = CAST(CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)",
+                        (str(self._calls_pending),))
                 self._conn.executemany(
                     "INSERT INTO items (idx, sending) VALUES (?, 1) ON CONFLICT(idx) DO UPDATE SET sending = 1",
                     self._sending,
@@ -204,7 +263,92 @@ class Journal:
                 )
             self._sending.clear()
             self._ended.clear()
+            self._calls_pending = 0
         self._last_flush = time.monotonic()
+
+    # -- what spans runs ------------------------------------------------------------------
+
+    def _meta(self, prefix: str = "") -> dict[str, str]:
+        rows = self._conn.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?",
+                                  (prefix, prefix + "\uffff")).fetchall()
+        return dict(rows)
+
+    def _set_meta(self, values: Mapping[str, object]) -> None:
+        self._conn.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                               [(k, str(v)) for k, v in values.items()])
+
+    @property
+    def calls_total(self) -> int:
+        """Calls of every run on this journal (those marked before they left)."""
+        return int(self._meta("calls.").get("calls.total", "0")) + self._calls_pending
+
+    def any_sent(self) -> bool:
+        """Some item was ever marked as being sent (by any run)."""
+        row = self._conn.execute("SELECT 1 FROM items WHERE sending = 1 OR attempts > 0 LIMIT 1").fetchone()
+        return row is not None or bool(self._sending)
+
+    def runs(self) -> list[dict[str, object]]:
+        """One entry per run recorded with :meth:`record_run`, oldest first."""
+        runs: list[dict[str, object]] = json.loads(self._meta("runs").get("runs", "[]"))
+        return runs
+
+    def record_run(self, run: Mapping[str, object], *, replace_last: bool = False) -> None:
+        """Append this run's entry (``replace_last``: update the entry it appended before)."""
+        runs = self.runs()
+        if replace_last and runs:
+            runs[-1] = dict(run)
+        else:
+            runs.append(dict(run))
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._set_meta({"runs": json.dumps(runs, default=str)})
+
+    # -- the backup -----------------------------------------------------------------------
+
+    def backup_state(self) -> BackupState | None:
+        """The job's backup as journaled, or ``None`` if it has none."""
+        meta = self._meta("backup.")
+        if "backup.path" not in meta:
+            return None
+        sha = meta.get("backup.sha256")
+        return BackupState(meta["backup.path"], int(meta.get("backup.offset", "0")), int(meta.get("backup.calls", "0")),
+                           meta.get("backup.complete") == "1", sha or None, int(meta.get("backup.records", "0")),
+                           int(meta.get("backup.found", "0")))
+
+    def backup_begin(self, path: str) -> None:
+        """The job backs up to ``path`` before any change (a fresh start: no page is done)."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS backup_pages (read TEXT PRIMARY KEY, next INTEGER NOT NULL)")
+            self._conn.execute("DELETE FROM backup_pages")
+            self._conn.execute(f"DELETE FROM meta WHERE key IN ({','.join('?' * len(_BACKUP_KEYS))})", _BACKUP_KEYS)
+            self._set_meta({"backup.path": path, "backup.offset": 0, "backup.calls": 0})
+        self._backup_pending = True
+
+    def backup_pages(self) -> dict[str, int]:
+        """Whole-target reads: the next page to read, by read key."""
+        try:
+            return dict(self._conn.execute("SELECT read, next FROM backup_pages").fetchall())
+        except sqlite3.OperationalError:  # a journal that never began a backup
+            return {}
+
+    def backup_progress(self, offset: int, calls: int, page: tuple[str, int] | None = None) -> None:
+        """Durably: ``offset`` bytes of the partial file hold finished pages; ``page`` is a
+        whole-target read's key and its next page. Call after the file was flushed."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._set_meta({"backup.offset": offset, "backup.calls": calls})
+            if page is not None:
+                self._conn.execute("INSERT INTO backup_pages VALUES (?, ?) ON CONFLICT(read) DO UPDATE SET "
+                                   "next = excluded.next", page)
+
+    def backup_complete(self, sha256: str, records: int, found: int, calls: int, offset: int) -> None:
+        """The backup file is complete and in place: changes may be sent from now on."""
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._set_meta({"backup.complete": 1, "backup.sha256": sha256, "backup.records": records,
+                            "backup.found": found, "backup.calls": calls, "backup.offset": offset})
+        self._backup_pending = False
 
     def close(self) -> None:
         try:

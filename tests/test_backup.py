@@ -7,6 +7,7 @@ is 36 ms) and by 0.001 for the runner's in-process tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,10 +17,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
+import anyio
 import pytest
 
 from tests.conftest import FAST_RETRY, TIME_SCALE, zoho_rig
-from unenroll import Item, RetryPolicy, Secret
+from unenroll import EndpointSpec, Item, ItemOutcome, JobSettings, Operation, Outcome, RetryPolicy, Secret, run
 from unenroll.adapters import docebo, smarteru, zoho
 from unenroll.adapters.docebo import Docebo, DoceboLimits
 from unenroll.adapters.mocks.common import Faults, Latency
@@ -28,8 +30,20 @@ from unenroll.adapters.mocks.smarteru import REPORT_STATUS, SmarterUMock, Smarte
 from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
 from unenroll.adapters.smarteru import ApiKeys, SmarterU
 from unenroll.adapters.zoho import ZohoPeople
-from unenroll.backup import BackupError, BackupPlan, BackupResult, ReadPage, plan_backup, run_backup
-from unenroll.model import CallResult, CallVerdict
+from unenroll.auth import NoAuth
+from unenroll.backup import (
+    BackupError,
+    BackupPlan,
+    BackupResult,
+    EnrolmentReader,
+    ReadPage,
+    plan_backup,
+    reconcile_refusals,
+    run_backup,
+    settled_by_backup,
+)
+from unenroll.journal import Journal, JournalError
+from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
 
 COURSE, BATCH = "5000000000000", "5000000000001"
@@ -494,3 +508,153 @@ def test_the_docebo_read_filters_fit_in_a_modest_url() -> None:
     request = docebo.build_read_page(("course", "123456789012345678"), [str(10**17 + n) for n in range(100)], 9)
     assert len(urlencode(list(request.params))) < 4096
     assert dict(parse_qsl(urlencode(list(request.params))))["page"] == "10"
+
+
+# -- a journaled backup: written as read, resumed where it stopped ------------------------
+
+
+class DiesAtPage:
+    """A Zoho batch that serves pages until page ``die_at`` is asked for, then cancels
+    ``scope`` there (the process dying mid-read); ``die_at=None`` serves every page."""
+
+    def __init__(self, batch: FakeZohoBatch, die_at: int | None, scope: anyio.CancelScope | None = None) -> None:
+        self.batch, self.die_at, self.scope = batch, die_at, scope
+
+    async def __call__(self, request: HttpRequest, headers: Mapping[str, str]) -> HttpResponse:
+        if self.die_at is not None and int(dict(request.params)["startIndex"]) == self.die_at * 25:
+            assert self.scope is not None
+            self.scope.cancel()
+            await anyio.sleep(1)  # cancelled here
+        return await self.batch(request, headers)
+
+
+async def test_a_killed_backup_keeps_every_page_read_and_its_resume_reads_only_the_rest(tmp_path: Path) -> None:
+    items = [Item("unenroll", ZOHO_TARGET, str(7000 + n)) for n in range(100)] + [
+        Item("unenroll", ZOHO_TARGET, "6999")]  # not in the batch: null, once the batch is read to its end
+    path, journal_path = tmp_path / "b.jsonl", tmp_path / "job.db"
+    first = FakeZohoBatch(100)
+    with Journal.open(journal_path, "job") as journal, anyio.CancelScope() as scope:
+        await run_backup(fake_zoho(DiesAtPage(first, 2, scope), time_scale=0.001), items, path, journal=journal)
+    assert first.calls == [0, 25] and not path.exists()
+    partial = tmp_path / "b.jsonl.partial"
+    on_disk = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [line["subject"] for line in on_disk] == [str(7000 + n) for n in range(50)]  # each page as it was read
+    with partial.open("a") as torn:
+        torn.write('{"vendor": "zoho", "operation": "unenroll", "target": "x", "sub')  # a page the journal never knew
+
+    with Journal.open(journal_path, "job", resume=True) as journal:
+        with pytest.raises(JournalError, match="backup is not complete"):
+            journal.before_call([0])  # no change may leave before the backup is complete
+        second = FakeZohoBatch(100)
+        result = await run_backup(fake_zoho(DiesAtPage(second, None), time_scale=0.001), items, path,
+                                  journal=journal)
+        assert second.calls == [50, 75, 100]  # from the page after the last one written, not from the start
+        assert (result.records, result.found, result.kept, result.calls) == (101, 100, 50, 3)
+        state = journal.backup_state()
+        assert state is not None and state.complete and state.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        journal.before_call([0])  # allowed now
+
+    whole = FakeZohoBatch(100)
+    uninterrupted = await run_backup(fake_zoho(whole, time_scale=0.001), items, tmp_path / "whole.jsonl")
+    assert read_lines(path) == read_lines(uninterrupted.path)  # as one uninterrupted read would have written it
+
+    with Journal.open(journal_path, "job", resume=True) as journal:  # complete: nothing is read again
+        again = await run_backup(fake_zoho(time_scale=0.001), items, path, journal=journal)
+        assert again.already_complete and again.records == 101 and again.calls == 0
+        with pytest.raises(BackupError, match="this job's backup is"):
+            await run_backup(fake_zoho(time_scale=0.001), items, tmp_path / "other.jsonl", journal=journal)
+
+
+async def test_a_backup_renamed_just_before_the_kill_is_recognised_as_complete(tmp_path: Path) -> None:
+    items = [Item("unenroll", ZOHO_TARGET, str(7000 + n)) for n in range(10)]
+    path, journal_path = tmp_path / "b.jsonl", tmp_path / "job.db"
+    with Journal.open(journal_path, "job") as journal:
+        await run_backup(fake_zoho(FakeZohoBatch(10), time_scale=0.001), items, path, journal=journal)
+        state = journal.backup_state()
+        assert state is not None
+        journal._conn.execute("DELETE FROM meta WHERE key = 'backup.complete'")  # killed before it was journaled
+    with Journal.open(journal_path, "job", resume=True) as journal:
+        result = await run_backup(fake_zoho(time_scale=0.001), items, path, journal=journal)  # no call expected
+        assert result.already_complete and result.records == 10
+        assert journal.backup_state() == state
+
+
+# -- what the read alone settles: a toy vendor --------------------------------------------
+
+
+class ToyVendor:
+    """A vendor whose unenroll refuses, as "not valid", any id that is not enrolled now, and
+    whose read lists each enrolment with a status (as SmarterU's learner report does)."""
+
+    vendor = "toy"
+
+    def __init__(self, statuses: dict[str, str], *, whole_call_refusals: bool = False) -> None:
+        self.statuses = statuses  # subject -> Enrolled / Queued / Unenrolled; absent: never existed
+        self.whole = whole_call_refusals
+        self.transport = InProcessTransport(self._handle)
+        self.auth = NoAuth()
+        self.endpoints = {"api": EndpointSpec("api", max_in_flight=1)}
+        self.operations = {"unenroll": Operation("unenroll", "api", Outcome.QUEUED, 10, self._build, self._read)}
+        self.readers = {"unenroll": EnrolmentReader("api", self._build_read, self._read_page, lambda t, n: 1,
+                                                    max_subjects=10, settled=self.settled)}
+
+    @staticmethod
+    def settled(record: Mapping[str, Any] | None) -> ItemResult | None:
+        status = None if record is None else record.get("status")
+        if status == "Unenrolled":
+            return ItemResult.final(Outcome.NOT_ENROLLED, "read", "the read shows it Unenrolled")
+        if status == "Queued":
+            return ItemResult.final(Outcome.QUEUED, "read", "the read shows it queued")
+        return None
+
+    def _build(self, target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:
+        return HttpRequest("POST", "/unenroll", json=list(subjects))
+
+    def _build_read(self, target: tuple[str, ...], subjects: Sequence[str], page: int) -> HttpRequest:
+        return HttpRequest("POST", "/read", json=list(subjects))
+
+    async def _handle(self, request: HttpRequest, headers: Mapping[str, str]) -> HttpResponse:
+        if request.path == "/read":
+            return json_answer(200, {s: {"status": self.statuses[s]} for s in request.json if s in self.statuses})
+        answers = {}
+        for s in request.json:
+            if self.statuses.get(s) == "Enrolled":
+                self.statuses[s] = "Queued"
+                answers[s] = "accepted"
+            else:
+                answers[s] = "not valid"
+        return json_answer(200, answers)
+
+    def _read_page(self, target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> ReadPage:
+        return ReadPage(json.loads(response.body), more=False)
+
+    def _read(self, target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
+        answers = json.loads(response.body)
+        if self.whole and all(answers[s] == "not valid" for s in subjects):
+            return CallResult.whole(CallVerdict.FAILED, "E2", "not valid")
+        return CallResult.answered([
+            ItemResult.final(Outcome.QUEUED, "ok") if answers[s] == "accepted"
+            else ItemResult.final(Outcome.FAILED, "E2", f"{s} is not valid") for s in subjects])
+
+
+@pytest.mark.parametrize("whole_call_refusals", [False, True])
+async def test_a_refusal_the_backup_read_settles_ends_as_the_read_says(tmp_path: Path,
+                                                                       whole_call_refusals: bool) -> None:
+    statuses = {"1": "Enrolled", "2": "Unenrolled", "3": "Queued", "5": "Unenrolled", "6": "Unenrolled"}
+    toy = ToyVendor(statuses, whole_call_refusals=whole_call_refusals)
+    items = [Item("unenroll", ("account",), s) for s in ("1", "2", "3", "4", "5")]
+    items.append(Item("unenroll", ("other",), "6"))  # alone in its call: a whole-call refusal when asked
+    await run_backup(toy, items, tmp_path / "b.jsonl")
+    settled = settled_by_backup(toy, tmp_path / "b.jsonl")
+    assert set(settled) == {("unenroll", "account", s) for s in ("2", "3", "5")} | {("unenroll", "other", "6")}
+    statuses["5"] = "Enrolled"  # re-enrolled after the backup: the vendor's acceptance stands
+    toy.operations = {"unenroll": reconcile_refusals(toy.operations["unenroll"], settled)}
+    outcomes: list[ItemOutcome] = []
+    report = await run(toy, items, settings=JobSettings(retry=FAST_RETRY, linger=0.01), sinks=[outcomes.append])
+    by_subject = {o.item.subject: o for o in outcomes}
+    assert {s: o.outcome.value for s, o in by_subject.items()} == {
+        "1": "queued", "2": "not_enrolled", "3": "queued", "4": "failed", "5": "queued", "6": "not_enrolled"}
+    assert "the read shows it Unenrolled" in (by_subject["2"].message or "")
+    assert "not valid" in (by_subject["2"].message or "")  # the vendor's refusal is quoted
+    assert by_subject["4"].code == "E2"  # the read did not list it: the refusal stands
+    assert report.total == 6
