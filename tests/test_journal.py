@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, run
-from unenroll.journal import Journal, JournalError, JournalLocked
+from unenroll.journal import BackupState, Journal, JournalError, JournalLocked
 from unenroll.model import CallResult, ItemResult
 
 SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=3)
@@ -116,3 +116,40 @@ def test_outcomes_are_written_in_batches_and_flushed_on_close(tmp_path: Path) ->
     journal.close()
     rows = sqlite3.connect(path).execute("SELECT count(*), sum(sending) FROM items WHERE outcome = 'unenrolled'")
     assert rows.fetchone() == (10, 10)
+
+
+def test_what_spans_runs_is_kept_the_first_start_every_call_and_one_entry_per_run(tmp_path: Path) -> None:
+    path = tmp_path / "job.db"
+    with Journal.open(path, "job-1") as journal:
+        started = journal.started_at
+        journal.record_run({"started_at": "run 1"})
+        journal.before_call([0, 1])
+        journal.before_call([1, 2])
+        assert (journal.calls_this_run, journal.items_sent_this_run) == (2, 3)  # item 1 sent twice counts once
+    with Journal.open(path, "job-1", resume=True) as journal:  # the first run was killed: no finishing entry
+        assert journal.started_at == started is not None
+        assert journal.calls_total == 2 and journal.any_sent()
+        journal.record_run({"started_at": "run 2"})
+        journal.before_call([5])
+        journal.record_run({"started_at": "run 2", "exit_code": 0}, replace_last=True)
+        assert journal.calls_total == 3 and journal.calls_this_run == 1
+        assert journal.runs() == [{"started_at": "run 1"}, {"started_at": "run 2", "exit_code": 0}]
+
+
+def test_no_call_may_leave_between_the_start_and_the_end_of_the_jobs_backup(tmp_path: Path) -> None:
+    path = tmp_path / "job.db"
+    with Journal.open(path, "job-1") as journal:
+        assert journal.backup_state() is None and not journal.any_sent()
+        journal.backup_begin(str(tmp_path / "b.jsonl"))
+        with pytest.raises(JournalError, match="backup is not complete"):
+            journal.before_call([0])
+        journal.backup_progress(120, 3, ("unenroll\x1fc/b", 4))
+    with Journal.open(path, "job-1", resume=True) as journal:  # still refused after a kill
+        with pytest.raises(JournalError, match="backup is not complete"):
+            journal.before_call([0])
+        state = journal.backup_state()
+        assert state is not None and (state.offset, state.calls, state.complete) == (120, 3, False)
+        assert journal.backup_pages() == {"unenroll\x1fc/b": 4}
+        journal.backup_complete("ab" * 32, 7, 6, 5, 140)
+        journal.before_call([0])
+        assert journal.backup_state() == BackupState(str(tmp_path / "b.jsonl"), 140, 5, True, "ab" * 32, 7, 6)
