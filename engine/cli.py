@@ -3,11 +3,12 @@
 Only this module knows the vendor registry (``unenroll.adapters.registry``); the rest
 of the engine stays vendor-neutral.
 
-Exit codes of ``run``: 0 every item reached the wanted state (or was refused before
-sending: see the results), 1 some items failed, gave up or were not sent, 2 bad usage,
-a bad input or settings file, a journal in use or not confirmed (nothing was sent),
-3 a fatal vendor error stopped the job (or the backup failed), 130/143 stopped by
-SIGINT/SIGTERM (resume with ``--resume``).
+Exit codes of ``run``: 0 every item reached the wanted state (repeated rows aside), 1 some
+rows were rejected, or some items failed, gave up or were not sent (also when the input
+failed after items were sent), 2 bad usage, a bad input or settings file, a journal in use
+or not confirmed: nothing was sent, 3 a fatal vendor error stopped the job (or the backup
+failed), 130/143 stopped by SIGINT/SIGTERM (resume with ``--resume``). Every run that opened
+its journal writes ``*.report.json`` and says what it sent, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -144,13 +145,17 @@ environment variables, which win (UNENROLL_BASE_URL, UNENROLL_ZOHO_BASE_URL, ...
 Every row gets one line in the results file (default: next to FILE): its outcome, the
 vendor's code and message, the attempts, and its row number. A journal next to the
 results file records progress as it happens: if the run is stopped (Ctrl-C) or killed,
-run the same command with --resume; items already confirmed are never sent again.
+run the same command with --resume; items already confirmed are never sent again. With
+--backup, nothing is changed before the backup is complete: a resumed run first finishes
+the backup where it stopped (--backup may then be left out), and keeps a finished one.
+A second Ctrl-C abandons the calls in flight (their items are sent again on --resume).
 Above confirm_above items (1,000) the run asks before it starts; scripts pass --yes.
 
 \b
 Exit codes:
     0  every item reached the wanted state (repeated rows aside)
-    1  some rows were rejected, or some items failed, gave up or were not sent
+    1  some rows were rejected, or some items failed, gave up or were not sent (also: the
+       input failed after items were sent)
     2  bad usage, input, settings or credentials, journal in use, or not confirmed: nothing sent
     3  a fatal vendor error stopped the job (or the backup failed)
     130/143  stopped by Ctrl-C / SIGTERM: resume with --resume
