@@ -1,12 +1,19 @@
 """Input files, streamed: CSV with a header row, or JSONL, one item per row.
 
-Invariant: **every input row yields exactly one value**, an :class:`~unenroll.Item` (the
-row could be read; the engine still validates it) or an :class:`~unenroll.Unreadable`
-naming the row and why it could not be read (the engine ends it ``rejected`` with that
-reason). So the results file's ``index`` is the row order, and ``meta["row"]`` is the
-row's 1-based line number in the file (the header is line 1 of a CSV), as an editor or a
-spreadsheet shows it. Nothing is lost and nothing raises for a bad row:
+Invariant: **every non-blank physical line after the header yields exactly one value**, an
+:class:`~unenroll.Item` (the row could be read; the engine still validates it) or an
+:class:`~unenroll.Unreadable` naming the row and why it could not be read (the engine ends
+it ``rejected`` with that reason). A line ends with LF, CRLF or a lone CR (old Mac Excel),
+mixed in one file if need be, as an editor counts lines. So the results file's ``index``
+is the row order, and ``meta["row"]`` is the row's 1-based line number in the file (the
+header is line 1 of a CSV), as an editor or a spreadsheet shows it. Nothing is lost and
+nothing raises for a bad row:
 
+- each CSV line is parsed on its own, so a double quote never closed on its line (a stray
+  quote, or a cell with a line break in it: ids never hold one) makes that row unreadable
+  and the next line is the next row: a quote can never swallow the rows after it;
+- a value in an operation's column longer than ``max_id_chars`` (256) is unreadable: no
+  id is that long, cells joined by a stray quote are;
 - bytes that are not UTF-8 (a file saved as Latin-1) make that row unreadable, and only
   that row: lines are read as bytes and decoded one by one;
 - a line longer than ``max_line_bytes`` (64 KiB) makes its row unreadable; memory stays
@@ -29,15 +36,18 @@ import csv
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 from .model import Item, Unreadable
 
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
+_EOL = re.compile(rb"[\r\n]")
+MAX_ID_CHARS = 256  # an id column's value; longer is a sign of cells joined by a stray quote
 Format = Literal["csv", "jsonl"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -126,32 +136,98 @@ def _first_bad_byte(text: str) -> int | None:
     return None
 
 
-@dataclass(slots=True)
-class _Lines:
-    """Physical lines of a binary file, decoded one by one (``surrogateescape``), none
-    held longer than ``cap`` bytes: a longer line is skipped in bounded reads, its number
-    remembered in ``overlong``, and an empty line stands in for it."""
+class _Line(NamedTuple):
+    number: int  # 1-based, as an editor counts lines
+    text: str  # without its line ending; undecodable bytes kept as surrogates (``surrogateescape``)
+    overlong: bool  # longer than the cap: ``text`` is empty and the line was skipped
 
-    file: IO[bytes]
-    cap: int
-    number: int = 0
-    overlong: set[int] = field(default_factory=set)
 
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            raw = self.file.readline(self.cap + 1)
-            if not raw:
-                return
-            self.number += 1
-            if self.number == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM):]
-            if len(raw) > self.cap and not raw.endswith(b"\n"):
-                while (rest := self.file.readline(self.cap)) and not rest.endswith(b"\n"):
-                    pass
-                self.overlong.add(self.number)
-                yield "\n"
-                continue
-            yield raw.decode("utf-8", "surrogateescape")
+def _physical_lines(file: IO[bytes], cap: int, block: int = 1 << 16) -> Iterator[_Line]:
+    """Every physical line of a binary file, in order, ended by LF, CRLF or a lone CR (old
+    Mac Excel) alike, as editors count them; a final line without an ending counts too.
+
+    Memory stays below ``cap + block`` bytes whatever the file holds: a line longer than
+    ``cap`` bytes is skipped in bounded reads and stands as an empty ``overlong`` line.
+    A UTF-8 byte order mark at the start of the file is dropped.
+    """
+    buf, pos, eof, number = b"", 0, False, 0
+    skip_lf = False  # the last line ended with CR: a LF right after it belongs to that ending
+
+    def fill() -> None:
+        nonlocal buf, pos, eof
+        data = file.read(block)
+        eof = not data
+        buf, pos = buf[pos:] + data, 0
+
+    fill()
+    if buf.startswith(BOM):
+        pos = len(BOM)
+    while True:
+        if skip_lf:
+            if pos == len(buf) and not eof:
+                fill()
+            if buf[pos:pos + 1] == b"\n":
+                pos += 1
+            skip_lf = False
+        end = _find_eol(buf, pos)
+        if end < 0 and len(buf) - pos <= cap and not eof:
+            fill()
+            continue
+        if end < 0 and pos == len(buf):  # the end of the file, after a line ending (or none at all)
+            return
+        number += 1
+        if (end < 0 and len(buf) - pos > cap) or end - pos > cap:
+            while end < 0 and not eof:  # skip the rest of the line, a block at a time
+                buf, pos = b"", 0
+                fill()
+                end = _find_eol(buf, pos)
+            yield _Line(number, "", True)
+        else:
+            yield _Line(number, buf[pos:len(buf) if end < 0 else end].decode("utf-8", "surrogateescape"), False)
+        if end < 0:
+            return
+        skip_lf = buf[end:end + 1] == b"\r"
+        pos = end + 1
+
+
+def _find_eol(buf: bytes, start: int) -> int:
+    """Where the first CR or LF at or after ``start`` is, or -1."""
+    found = _EOL.search(buf, start)
+    return found.start() if found else -1
+
+
+class _OneLine:
+    """One line served to :func:`csv.reader`, noting whether the reader asked for another:
+    it does only when a quoted field is still open at the end of the line."""
+
+    def __init__(self, text: str) -> None:
+        self.text: str | None = text
+        self.wanted_more = False
+
+    def __iter__(self) -> _OneLine:
+        return self
+
+    def __next__(self) -> str:
+        if self.text is None:
+            self.wanted_more = True
+            raise StopIteration
+        text, self.text = self.text, None
+        return text
+
+
+def _csv_cells(text: str) -> list[str] | str:
+    """One physical line parsed as one CSV row, or why it cannot be: a quote is never
+    closed on the line, or a cell is too long. It never reads another line, so a stray
+    quote cannot swallow the rows that follow."""
+    line = _OneLine(text)
+    try:
+        cells = next(csv.reader(line), [])
+    except csv.Error:  # in practice only a cell longer than the csv module's field limit
+        return f"a cell is longer than {csv.field_size_limit()} characters"
+    if line.wanted_more:
+        return ("a double quote opens a cell that is never closed on this line (a stray quote, or a cell with "
+                "a line break in it): the row is not read, and the next line is read as the next row")
+    return cells
 
 
 class InputFile:
@@ -171,11 +247,13 @@ class InputFile:
         *,
         fmt: Format | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        max_id_chars: int = MAX_ID_CHARS,
     ) -> None:
         self.path = path
         self.shape = shape
         self.format: Format = fmt or detect_format(path)
         self.max_line_bytes = max_line_bytes
+        self.max_id_chars = max_id_chars
         self._mapping = dict(mapping or {})
         self.columns: dict[str, str] = {}  # column -> the header name (CSV) or key (JSONL) it is read from
         self._positions: dict[str, int] = {}  # CSV: column -> position in the row
@@ -205,23 +283,21 @@ class InputFile:
     # -- CSV header -----------------------------------------------------------------------
 
     def _read_header(self, f: IO[bytes]) -> None:
-        lines = _Lines(f, self.max_line_bytes)
-        reader = csv.reader(iter(lines))
         header: list[str] | None = None
-        try:
-            for row in reader:
-                if row:
-                    header = row
-                    break
-        except csv.Error as exc:
-            raise InputError(f"{self.path}: the header row cannot be read as CSV: {exc}") from None
-        if lines.overlong:
-            raise InputError(f"{self.path}: line {min(lines.overlong)} is longer than {self.max_line_bytes} bytes; "
-                             "the first line must be the header row")
+        for line in _physical_lines(f, self.max_line_bytes):
+            if line.overlong:
+                raise InputError(f"{self.path}: line {line.number} is longer than {self.max_line_bytes} bytes; "
+                                 "the first line must be the header row")
+            if not line.text.strip():
+                continue
+            cells = _csv_cells(line.text)
+            if isinstance(cells, str):
+                raise InputError(f"{self.path}: the header row (line {line.number}) cannot be read: {cells}")
+            header, self._header_line = cells, line.number
+            break
         if header is None:
             raise InputError(f"{self.path} is empty: it needs a header row naming the columns "
                              f"({', '.join(self.shape.column_names)})")
-        self._header_line = reader.line_num
         names = self._header = [h.strip() for h in header]
         if any(_first_bad_byte(n) is not None for n in names):
             raise InputError(f"{self.path}: the header row is not UTF-8 text: save the file as UTF-8")
@@ -274,48 +350,49 @@ class InputFile:
         return Unreadable(f"row {row}: {reason}", _shown(text), {"row": row})
 
     def _csv_items(self, f: IO[bytes]) -> Iterator[Item | Unreadable]:
-        lines = _Lines(f, self.max_line_bytes)
-        reader = csv.reader(iter(lines))
+        """One value per non-blank line after the header: each physical line is parsed on its
+        own, so a quote left open is that row's problem and the next line is the next row."""
         positions = self._positions
-        last_line = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                first, last_line = last_line + 1, reader.line_num
-                if first > self._header_line:
-                    yield self._unreadable(first, f"not readable as CSV ({exc})", "")
+        for number, line, overlong in _physical_lines(f, self.max_line_bytes):
+            if number <= self._header_line:
                 continue
-            first, last_line = last_line + 1, reader.line_num
-            if last_line <= self._header_line:
-                continue
-            overlong = [n for n in lines.overlong if first <= n <= last_line]
             if overlong:
-                lines.overlong.difference_update(overlong)
-                yield self._unreadable(first, f"the line is longer than {self.max_line_bytes} bytes", "")
+                yield self._unreadable(number, f"the line is longer than {self.max_line_bytes} bytes", "")
                 continue
-            if not row:
+            if not line.strip():
                 continue  # a blank line is not a row
+            row = _csv_cells(line)
+            if isinstance(row, str):
+                yield self._unreadable(number, row, line)
+                continue
             text = ",".join(row)
+            values: dict[str, str] = {}
+            problem: str | None = None
             for position in sorted(positions.values()):  # only the columns this run reads
                 value = row[position] if position < len(row) else ""
                 if (bad := _first_bad_byte(value)) is not None:
-                    where = self._column_at(position)
-                    yield self._unreadable(first, f"not UTF-8 text (byte 0x{bad:02x}{where}): save the file as UTF-8",
-                                           text)
+                    problem = f"not UTF-8 text (byte 0x{bad:02x}{self._column_at(position)}): save the file as UTF-8"
                     break
             else:
-                values: dict[str, str] = {}
                 for name, position in positions.items():
-                    value = row[position] if position < len(row) else ""
-                    if not value.strip():
-                        yield self._unreadable(first, f"no value in column {self.columns[name]!r}", text)
+                    value = row[position].strip() if position < len(row) else ""  # " 7000000000130 " too
+                    problem = self._id_problem(value, repr(self.columns[name]), f"column {self.columns[name]!r}")
+                    if problem is not None:
                         break
-                    values[name] = value.strip()  # spreadsheets export " 7000000000130 " too
-                else:
-                    yield self._item(values, first)
+                    values[name] = value
+            if problem is not None:
+                yield self._unreadable(number, problem, text)
+            else:
+                yield self._item(values, number)
+
+    def _id_problem(self, value: str, name: str, where: str) -> str | None:
+        """Why ``value`` cannot be an id, if it cannot (empty, or too long to be one)."""
+        if not value:
+            return f"no value in {where}"
+        if len(value) > self.max_id_chars:
+            return (f"the value in {where} is {len(value)} characters long, more than an id can be "
+                    f"({self.max_id_chars}): a stray double quote may have joined cells")
+        return None
 
     def _column_at(self, position: int) -> str:
         if position < len(self._header):
@@ -323,11 +400,8 @@ class InputFile:
         return f" in column {position + 1}"
 
     def _jsonl_items(self, f: IO[bytes]) -> Iterator[Item | Unreadable]:
-        lines = _Lines(f, self.max_line_bytes)
-        for line in lines:
-            number = lines.number
-            if number in lines.overlong:
-                lines.overlong.discard(number)
+        for number, line, overlong in _physical_lines(f, self.max_line_bytes):
+            if overlong:
                 yield self._unreadable(number, f"the line is longer than {self.max_line_bytes} bytes", "")
                 continue
             if not line.strip():
@@ -337,8 +411,11 @@ class InputFile:
                 continue
             try:
                 record: Any = json.loads(line)
-            except ValueError as exc:
-                yield self._unreadable(number, f"not a JSON object ({exc})", line)
+            except json.JSONDecodeError as exc:
+                yield self._unreadable(number, f"not a JSON object ({exc.msg} at character {exc.pos + 1})", line)
+                continue
+            except ValueError:  # a number too long to convert
+                yield self._unreadable(number, "not a JSON object (a value cannot be read)", line)
                 continue
             if not isinstance(record, dict):
                 yield self._unreadable(number, f"not a JSON object (a {type(record).__name__})", line)
@@ -350,8 +427,10 @@ class InputFile:
                 value, problem = _json_value(record.get(key), key)
                 if value is None:
                     break
+                if (problem := self._id_problem(value, key, repr(key))) is not None:
+                    break
                 values[name] = value
             if problem is not None:
-                yield self._unreadable(number, problem, line.rstrip("\r\n"))
+                yield self._unreadable(number, problem, line)
             else:
                 yield self._item(values, number)

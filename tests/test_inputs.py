@@ -46,11 +46,11 @@ def test_a_messy_csv_gives_one_value_per_row_in_order_with_its_line_number(tmp_p
         b'"1","2","13","Quoted, with a comma"\r\n'
         b"1,2,14," + b"x" * 70_000 + b"\r\n"  # longer than the cap
         b"1,2\r\n"  # short row
-        b'1,2,15,"two\nlines"\r\n'
+        b'1,2,15,"two\nlines"\r\n'  # a cell with a line break: each line is a row of its own
         b"1,2,16,Last"  # no newline at the end
     )
     values = read(write(tmp_path, "in.csv", data))
-    assert rows_of(values) == [2, 3, 4, 5, 7, 8, 9, 10, 12]
+    assert rows_of(values) == [2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
     kinds = [(type(v).__name__, v.subject if isinstance(v, Item) else v.reason) for v in values]
     assert kinds == [
         ("Item", "11"),
@@ -60,7 +60,9 @@ def test_a_messy_csv_gives_one_value_per_row_in_order_with_its_line_number(tmp_p
         ("Item", "13"),
         ("Unreadable", "row 8: the line is longer than 65536 bytes"),
         ("Unreadable", "row 9: no value in column 'erecno'"),
-        ("Item", "15"),
+        ("Unreadable", "row 10: a double quote opens a cell that is never closed on this line (a stray quote, or a "
+                       "cell with a line break in it): the row is not read, and the next line is read as the next row"),
+        ("Unreadable", "row 11: no value in column 'batch_id'"),
         ("Item", "16"),
     ]
     first = values[0]
