@@ -168,7 +168,7 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
         f"{COURSE},{BATCH_2},{e[11]}," + "x" * 70_000 + "\r\n"  # 11 huge line
         f"{COURSE},{BATCH_2}\r\n"  # 12 short row
         f"{COURSE},{BATCH_2},9000000000001,Ghost\r\n"  # 13 not enrolled
-        f'{COURSE},{BATCH_2},{e[12]},"two\nlines"\r\n'  # 14-15 good, a quoted newline
+        f'{COURSE},{BATCH_2},{e[12]},"two\nlines"\r\n'  # 14-15 a quoted newline: two rows, both rejected
         f"{COURSE},{BATCH_2},{e[13]},Last"  # 16 good, no final newline
     ).encode()
     source = tmp_path / "learners.csv"
@@ -178,11 +178,13 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     assert "Traceback" not in result.stderr
 
     rows = read_results(tmp_path / "learners.results.csv")
-    assert sorted(r["index"] for r in rows) == list(range(13))
+    assert sorted(r["index"] for r in rows) == list(range(14))
     got = by_row(rows)
-    assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16]
+    assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]
     outcomes = {row: (r["outcome"], r["message"]) for row, r in got.items()}
-    assert outcomes[2][0] == outcomes[3][0] == outcomes[10][0] == outcomes[14][0] == outcomes[16][0] == "unenrolled"
+    assert outcomes[2][0] == outcomes[3][0] == outcomes[10][0] == outcomes[16][0] == "unenrolled"
+    assert outcomes[14][0] == "rejected" and "never closed on this line" in outcomes[14][1]
+    assert outcomes[15] == ("rejected", "row 15: no value in column 'batch_id'")
     assert outcomes[4][0] == "duplicate"
     assert outcomes[5] == ("rejected", "row 5: no value in column 'erecno'")
     assert outcomes[6] == ("rejected", "row 6: no value in column 'erecno'")
@@ -196,10 +198,10 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     stats = zoho_mock.stats()
     assert e[0] not in enrolled(stats, BATCH_1) and e[1] not in enrolled(stats, BATCH_1)
     assert e[2] in enrolled(stats, BATCH_1)  # its row was unreadable: never sent
-    assert {e[10], e[12], e[13]}.isdisjoint(enrolled(stats, BATCH_2)) and e[11] in enrolled(stats, BATCH_2)
+    assert {e[10], e[13]}.isdisjoint(enrolled(stats, BATCH_2)) and {e[11], e[12]} <= enrolled(stats, BATCH_2)
     assert "unenrolled" in result.stdout and "rejected" in result.stdout  # the summary
     report = json.loads((tmp_path / "learners.results.csv.report.json").read_text())
-    assert report["counts"] == {"unenrolled": 5, "not_enrolled": 1, "rejected": 6, "duplicate": 1}
+    assert report["counts"] == {"unenrolled": 4, "not_enrolled": 1, "rejected": 8, "duplicate": 1}
     assert report["exit_code"] == 1
 
 
