@@ -52,6 +52,7 @@ from .secrets import scrub
 from .transport import HttpRequest, HttpResponse, TransportError
 
 Target = tuple[str, ...]
+DEFAULT_MAX_PAUSE = 3600.0  # as JobSettings.max_pause: one hour of vendor time
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +313,8 @@ class _Reading:
     """Reads per endpoint: ``max_in_flight`` workers share the endpoint's one limiter."""
 
     def __init__(self, adapter: Adapter, out: _BackupFile, retry: RetryPolicy, max_throttles: int, max_pages: int,
-                 rng: random.Random) -> None:
-        self.adapter, self.out, self.retry = adapter, out, retry
+                 rng: random.Random, max_pause: float) -> None:
+        self.adapter, self.out, self.retry, self.max_pause = adapter, out, retry, max_pause
         self.max_throttles, self.max_pages, self.rng = max_throttles, max_pages, rng
         self.calls = 0
         self.failure: BackupError | None = None
@@ -395,7 +396,7 @@ class _Reading:
                 throttles += 1
                 if throttles > self.max_throttles:
                     raise BackupError(scrub(f"{where}: throttled {throttles} times ({reason})"))
-                pause = result.retry_after if result.retry_after is not None else spec.lock_period
+                pause = spec.pause_for(result.retry_after, self.max_pause)
                 limiter.pause(pause)
                 self.log.warning("backup.throttled", endpoint=spec.name, code=result.code, pause_s=round(pause, 3))
             elif verdict is CallVerdict.AUTH_EXPIRED and not refreshed:
@@ -494,12 +495,14 @@ async def run_backup(
     max_pages: int = 100_000,
     seed: int | None = None,
     journal: Journal | None = None,
+    max_pause: float = DEFAULT_MAX_PAUSE,
 ) -> BackupResult:
     """Read the current enrolment of every distinct item and write it to ``path`` (JSONL).
 
     Each line: ``{"vendor", "operation", "target", "subject", "record"}``, ``target`` joined
     by ``/`` as in results files, ``record`` the vendor's fields or ``null`` when the read
-    shows no enrolment (plus ``"invalid"`` for an item the job would reject). Raises
+    shows no enrolment (plus ``"invalid"`` for an item the job would reject). A throttled
+    read pauses its endpoint as the job does: the vendor's word, at most ``max_pause``. Raises
     :class:`BackupError` (before any call if an operation has no read API); the partial
     file is then left at ``<path>.partial``.
 
@@ -534,7 +537,7 @@ async def run_backup(
         calls_before = state.calls
     out = _BackupFile(partial.open("ab" if kept.offset else "wb"), adapter.vendor, journal, kept.offset,
                       kept.records, kept.found, calls_before)
-    reading = _Reading(adapter, out, retry or RetryPolicy(), max_throttles, max_pages, random.Random(seed))
+    reading = _Reading(adapter, out, retry or RetryPolicy(), max_throttles, max_pages, random.Random(seed), max_pause)
     try:
         out.invalid(invalid, 0)
         await reading.run(reads)

@@ -317,6 +317,11 @@ def execute_run(o: RunOptions) -> int:
             click.echo(f"\nunenroll: interrupted; NO report was written; the journal {run.journal_path} has what was "
                        "done: run the same command with --resume", err=True)
         return EXIT_SIGNAL[signal.SIGINT]
+    except Exception as exc:  # a defect of ours: one scrubbed line for the admin, never a traceback
+        click.echo(f"unenroll: stopped by an unexpected error ({scrub(f'{type(exc).__name__}: {exc}')}); "
+                   f"the journal {run.journal_path} has what was done: run the same command with --resume "
+                   "(report this error to the maintainers)", err=True)
+        return EXIT_FATAL
 
 
 class _Run:
@@ -545,7 +550,7 @@ class _Run:
         try:
             result = await run_backup(adapter, items, path, retry=self.settings.job.retry,
                                       max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed,
-                                      journal=journal)
+                                      journal=journal, max_pause=self.settings.job.max_pause)
         except BackupError as exc:
             self._forget_fresh_journal(journal)
             return scrub(str(exc))

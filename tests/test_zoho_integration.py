@@ -186,7 +186,7 @@ async def test_a_422_halves_the_chunk_size_for_the_rest_of_the_job(network: Netw
 
 async def test_a_token_expiring_mid_job_is_survived_without_spending_retries(network: Network) -> None:
     state = ZohoMockState.generate(1, 4, 1000)  # 40 calls: over two windows
-    config = ZohoMockConfig(time_scale=TIME_SCALE, token_lifetime=20.0)  # 0.2 s: several expire during the job
+    config = ZohoMockConfig(time_scale=TIME_SCALE, token_lifetime=40.0)  # 0.4 s: expires mid-job
     async with zoho_rig(config, state, network=network) as rig:
         report = await run(rig.adapter, unenroll_items(state),
                            settings=JobSettings(retry=RetryPolicy(max_attempts=1), linger=0.01))
