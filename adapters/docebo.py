@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 
 from unenroll.adapter import EndpointSpec, Operation, sharing_one_limiter
+from unenroll.adapters.echoed_ids import exact_id
 from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
@@ -227,30 +228,22 @@ def read_whole_call(subjects: Sequence[str], response: HttpResponse, body: Any) 
     return CallResult.whole(CallVerdict.RETRY, str(status), message)
 
 
-def _as_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+_TARGET_KEY = {COURSE: "course_id", LEARNING_PLAN: "learningplan_id"}
 
 
-def _pair(record: Any) -> tuple[str, int, int] | None:
-    """``(kind, target id, user id)`` of an answer's pair, or ``None`` if it is not one.
-
-    A pair names a course or a plan, not both: one that names both (a course reached
-    through a plan) is not a pair of any call we make.
+def _pair(record: Any) -> tuple[str, str, str] | None:
+    """``(kind, target id, user id)`` of an answer's pair, ids as canonical digits, or
+    ``None`` if it is not one: not an object, ids that are not exact
+    (:func:`~unenroll.adapters.echoed_ids.exact_id`), or a course and a plan both or neither.
     """
     if not isinstance(record, dict):
         return None
-    user = _as_id(record.get("user_id"))
+    user = exact_id(record.get("user_id"))
     course, plan = record.get("course_id"), record.get("learningplan_id")
     if user is None or (course is None) == (plan is None):
         return None
     kind, raw = (COURSE, course) if plan is None else (LEARNING_PLAN, plan)
-    target_id = _as_id(raw)
+    target_id = exact_id(raw)
     return None if target_id is None else (kind, target_id, user)
 
 
@@ -267,35 +260,81 @@ def pair_error_result(message: str) -> ItemResult:
     return ItemResult.final(Outcome.FAILED, "pair_error", message)
 
 
-def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
-    """Every user sent ends with its own pair's outcome.
+def _pair_lists(body: Any) -> tuple[list[Any], list[Any]] | None:
+    """``data.unenrolled`` and ``data.errors`` of an answer, or ``None`` if either is not a list."""
+    data = body.get("data") if isinstance(body, dict) else None
+    done = data.get("unenrolled") if isinstance(data, dict) else None
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return (done, errors) if isinstance(done, list) and isinstance(errors, list) else None
 
-    In ``data.unenrolled``: unenrolled (that wins if a pair is in both lists). In
-    ``data.errors``: by its message (:func:`pair_error_result`). In neither: unknown, so it
-    is sent again (a retry of an unenrolment that did happen answers "not enrolled").
-    Pairs of other targets (a plan's courses under cascade) are not ours and are ignored.
+
+def pairs_problem(
+    target: tuple[str, ...], subjects: Sequence[str], done: Sequence[Any], errors: Sequence[Any], *, cascade: bool
+) -> tuple[set[str], dict[str, str]] | str:
+    """The users the answer says were unenrolled and those it refused (with the message),
+    or why the answer cannot be the answer to this call.
+
+    Well formed in full: every record a pair (:func:`_pair`) of this call's target and a
+    user that was sent, no pair twice (in one list or across both), every message a string.
+    The one exception: with ``cascade`` on a learning plan, ``unenrolled`` also lists the
+    plan's courses for the users sent; those pairs are not this call's items and say nothing
+    about them.
+    """
+    kind, target_id = target[0], str(int(target[1]))
+    sent = set(subjects)
+    unenrolled: set[str] = set()
+    refused: dict[str, str] = {}
+    cascaded: set[tuple[str, str]] = set()
+    for name, records in (("unenrolled", done), ("errors", errors)):
+        for position, record in enumerate(records, start=1):
+            pair = _pair(record)
+            if pair is None:
+                return f"entry {position} of {name} is not a user and a course or plan"
+            pair_kind, pair_target, user = pair
+            if user not in sent:
+                return f"{name} names user {user}, who was not sent"
+            if (pair_kind, pair_target) != (kind, target_id):
+                if cascade and name == "unenrolled" and kind == LEARNING_PLAN and pair_kind == COURSE:
+                    if (pair_target, user) in cascaded:
+                        return f"{name} names user {user} and course {pair_target} twice"
+                    cascaded.add((pair_target, user))
+                    continue
+                return f"{name} names a {pair_kind} {pair_target}, which is not this call's"
+            if user in unenrolled or user in refused:
+                return f"user {user} is named twice"
+            if name == "unenrolled":
+                unenrolled.add(user)
+                continue
+            message = record.get("message")
+            if message is not None and not isinstance(message, str):
+                return f"the error for user {user} has a message that is not text"
+            refused[user] = message or "refused without a message"
+    return unenrolled, refused
+
+
+def read_unenroll(
+    target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse, *, cascade: bool = False
+) -> CallResult:
+    """Every user sent ends with its own pair's outcome, read only from an answer well
+    formed in full (:func:`pairs_problem`); any other is unreadable and the call is retried.
+
+    In ``data.unenrolled``: unenrolled. In ``data.errors``: by its message
+    (:func:`pair_error_result`); "not enrolled" is concluded only from such a message. In
+    neither: unknown, so it is sent again (a retry of an unenrolment that did happen
+    answers "not enrolled").
     """
     body = json_body(response)
     if (whole := read_whole_call(subjects, response, body)) is not None:
         return whole
-    data = body.get("data") if isinstance(body, dict) else None
-    done = data.get("unenrolled") if isinstance(data, dict) else None
-    errors = data.get("errors", []) if isinstance(data, dict) else None
-    if not isinstance(done, list) or not isinstance(errors, list):
-        return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
-    kind, target_id = target[0], int(target[1])
-    unenrolled: set[int] = set()
-    for record in done:
-        if (pair := _pair(record)) is not None and pair[:2] == (kind, target_id):
-            unenrolled.add(pair[2])
-    refused: dict[int, str] = {}
-    for record in errors:
-        if (pair := _pair(record)) is not None and pair[:2] == (kind, target_id):
-            message = record.get("message")
-            refused.setdefault(pair[2], str(message) if message else "refused without a message")
+    lists = _pair_lists(body)
+    if lists is None:
+        return _unreadable("data.unenrolled and data.errors are not both lists")
+    read = pairs_problem(target, subjects, *lists, cascade=cascade)
+    if isinstance(read, str):
+        return _unreadable(read)
+    unenrolled, refused = read
     results = []
-    for subject in subjects:
-        user = int(subject)
+    for user in subjects:
         if user in unenrolled:
             results.append(ItemResult.final(Outcome.UNENROLLED, "unenrolled"))
         elif user in refused:
@@ -305,11 +344,14 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
     return CallResult.answered(results)
 
 
+def _unreadable(why: str) -> CallResult:
+    return CallResult.whole(CallVerdict.RETRY, "unreadable", f"the answer was not the documented JSON: {why}")
+
+
 # -- reading enrolments (backups) --------------------------------------------------------
 
 READ_MAX_USERS = 100  # users filtered in one read: keeps the URL near 2 KB
 READ_PAGE_SIZE = 200  # [doc] page_size at most 200
-_TARGET_KEY = {COURSE: "course_id", LEARNING_PLAN: "learningplan_id"}
 
 
 def build_read_page(target: tuple[str, ...], subjects: Sequence[str], page: int) -> HttpRequest:
@@ -321,8 +363,14 @@ def build_read_page(target: tuple[str, ...], subjects: Sequence[str], page: int)
 
 
 def read_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> ReadPage | CallResult:
-    """The target's enrolments of the users asked for, keyed by user id; records of other
-    targets or users are not ours and are left out. ``has_more_data`` says if a page follows."""
+    """The target's enrolments of the users asked for, keyed by user id; ``has_more_data``
+    says if a page follows.
+
+    Well-formed rows of other targets or users are not ours and are left out; a row that is
+    not an object, or names no exact user id or no exact id of the target's kind, and a
+    user of this target listed twice, make the page unreadable (a user is never dropped as
+    absent because their row could not be read).
+    """
     body = json_body(response)
     if (whole := read_whole_call(subjects, response, body)) is not None:
         return whole
@@ -330,16 +378,20 @@ def read_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpRe
     rows = data.get("items") if isinstance(data, dict) else None
     more = data.get("has_more_data", False) if isinstance(data, dict) else None
     if not isinstance(rows, list) or not isinstance(more, bool):
-        return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
-    kind, target_id = target[0], int(target[1])
-    wanted = {int(s): s for s in subjects}
+        return _unreadable("data.items is not a list with has_more_data")
+    kind, target_id = target[0], str(int(target[1]))
+    wanted = set(subjects)
     records: dict[str, Any] = {}
-    for row in rows:
-        if not isinstance(row, dict) or _as_id(row.get(_TARGET_KEY[kind])) != target_id:
+    for position, row in enumerate(rows, start=1):
+        user = exact_id(row.get("user_id")) if isinstance(row, dict) else None
+        row_target = exact_id(row.get(_TARGET_KEY[kind])) if isinstance(row, dict) else None
+        if user is None or row_target is None:
+            return _unreadable(f"item {position} names no user and {_TARGET_KEY[kind]}")
+        if row_target != target_id or user not in wanted:
             continue
-        user = _as_id(row.get("user_id"))
-        if user is not None and user in wanted:
-            records[wanted[user]] = row
+        if user in records:
+            return _unreadable(f"user {user} is listed twice")
+        records[user] = row
     return ReadPage(records, more=more)
 
 
@@ -360,7 +412,8 @@ def operations(options: DoceboOptions, limits: DoceboLimits) -> dict[str, Operat
     return {
         UNENROLL: Operation(
             UNENROLL, UNENROLL, Outcome.UNENROLLED, limits.max_users_per_call,
-            partial(build_unenroll, options), read_unenroll, partial(validate, options),
+            partial(build_unenroll, options), partial(read_unenroll, cascade=options.cascade),
+            partial(validate, options),
             destructive_options=options.as_dict(),
         ),
     }

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -249,14 +249,18 @@ def _text(element: ET.Element | None) -> str:
 
 
 def _block_of(element: ET.Element) -> int | None:
-    """The ``block`` attribute (the seed shows both ``block`` and ``Block``), or None."""
-    for name, value in element.attrib.items():
-        if name.lower() == "block":
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise UnreadableAnswer(f"block {value[:20]!r} is not a number") from None
-    return None
+    """The ``block`` attribute (the seed shows both ``block`` and ``Block``), or None.
+
+    Raises :class:`UnreadableAnswer` when it is not a plain number, or is given twice."""
+    values = [value for name, value in element.attrib.items() if name.lower() == "block"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise UnreadableAnswer("an element gives its block twice")
+    value = values[0].strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise UnreadableAnswer(f"block {value[:20]!r} is not a number")
+    return int(value)
 
 
 def read_errors(root: ET.Element) -> list[VendorError]:
@@ -270,14 +274,41 @@ def read_errors(root: ET.Element) -> list[VendorError]:
 
 
 def read_accepted(root: ET.Element) -> dict[int, str]:
-    """Block number -> the id the answer echoes, from ``Info/Unenrollments``."""
+    """Block number -> the id the answer echoes, from ``Info/Unenrollments``.
+
+    Raises :class:`UnreadableAnswer` for an accepted ``Unenrollment`` without a block
+    number, or a block accepted twice."""
     accepted: dict[int, str] = {}
     for element in root.findall("./Info/Unenrollments/Unenrollment"):
         block = _block_of(element)
         if block is None:
             raise UnreadableAnswer("an accepted Unenrollment has no block number")
+        if block in accepted:
+            raise UnreadableAnswer(f"block {block} is accepted twice")
         accepted[block] = _text(element.find("AccountUserLearningModuleRelID"))
     return accepted
+
+
+def blocks_problem(subjects: Sequence[str], accepted: Mapping[int, str], errors: Sequence[VendorError]) -> str | None:
+    """Why the answer's blocks cannot be the answer to the call that sent ``subjects``, or
+    ``None``.
+
+    Well formed in full: every block named is within ``1..len(subjects)``; no block has
+    two errors, or is both accepted and refused; every accepted block echoes exactly the id
+    sent in that block. Only such an answer is read item by item.
+    """
+    count = len(subjects)
+    refused = [e.block for e in errors if e.block is not None]
+    if any(not 1 <= b <= count for b in [*accepted, *refused]):
+        return f"the answer names a block outside 1..{count}: it is not the answer to this call"
+    if len(refused) != len(set(refused)):
+        return "a block has two errors"
+    if both := sorted(set(accepted).intersection(refused)):
+        return f"block {both[0]} is both accepted and refused"
+    for block, echoed in sorted(accepted.items()):
+        if echoed != subjects[block - 1]:
+            return f"accepted block {block} does not echo the id sent in it"
+    return None
 
 
 def _unreadable(message: str) -> CallResult:
@@ -358,10 +389,12 @@ def _open_answer(response: HttpResponse) -> tuple[ET.Element, str, list[VendorEr
 def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
     """Per-item results for the blocks of *this* call: block ``k`` is ``subjects[k - 1]``.
 
-    ``Result`` and ``Errors`` are both read every time. A block the answer lists as
-    accepted ends ``queued``; a block error ends as its code says (an error wins over a
-    contradicting acceptance); a duplicate block (``ULM:04``) takes the outcome of the
-    block it duplicates; a block the answer does not mention is retried.
+    ``Result`` and ``Errors`` are both read every time. Only an answer well formed in full
+    (:func:`blocks_problem`, ``Result`` ``Success`` or ``Failed``) is read block by block;
+    any other is unreadable and the whole call is retried. A block the answer lists as
+    accepted ends ``queued``; a block error ends as its code says; a duplicate block
+    (``ULM:04``) takes the outcome of the block it duplicates; a block the answer does not
+    mention is evidence of nothing: it is retried.
     """
     opened = _open_answer(response)
     if isinstance(opened, CallResult):
@@ -377,18 +410,15 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
         return whole
     count = len(subjects)
     block_errors = [e for e in errors if e.block is not None]
-    if any(not 1 <= b <= count for b in [*accepted, *(e.block for e in block_errors if e.block is not None)]):
-        return _unreadable(f"the answer names a block outside 1..{count}: it is not the answer to this call")
+    if (problem := blocks_problem(subjects, accepted, block_errors)) is not None:
+        return _unreadable(problem)
     if result == "Failed" and not block_errors and not accepted:
         return _unreadable("Result Failed without a reason")
 
-    results: dict[int, ItemResult] = {}
-    for block, echoed in accepted.items():
-        if echoed and echoed != subjects[block - 1]:
-            results[block] = ItemResult.retry("mismatch", f"block {block} echoed another id")
-        else:
-            results[block] = ItemResult.final(Outcome.QUEUED, "accepted",
-                                              "accepted into the unenrollment queue")
+    results: dict[int, ItemResult] = {
+        block: ItemResult.final(Outcome.QUEUED, "accepted", "accepted into the unenrollment queue")
+        for block in accepted
+    }
     duplicates: dict[int, VendorError] = {}
     for error in block_errors:
         assert error.block is not None
@@ -397,8 +427,6 @@ def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: Ht
         else:
             results[error.block] = _block_result(error)
     for block, error in duplicates.items():
-        if block in results:
-            continue  # the block has its own outcome: it stands
         match = _OTHER_BLOCK.search(error.message)
         other = int(match.group(1)) if match else None
         if other is None:  # find the twin ourselves
@@ -471,26 +499,35 @@ def build_report_page(keys: ApiKeys, target: tuple[str, ...], subjects: Sequence
 def read_report_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> ReadPage | CallResult:
     """The targeted enrolments the report lists (an id it leaves out does not exist).
 
-    Refused keys, plain HTTP and a user without permission stop the backup; any other
-    failure, and an unreadable or hostile answer, is retried (bounded).
+    An id is read as left out only from a report well formed in full: a ``LearnerReport``
+    whose every ``Enrollment`` has one ``ID`` and a ``Status``, no ``ID`` twice; records of
+    ids not asked for are not ours and are left out. Refused keys, plain HTTP and a user
+    without permission stop the backup; any other failure, and an unreadable or hostile
+    answer, is retried (bounded).
     """
     opened = _open_answer(response)
     if isinstance(opened, CallResult):
         return opened
     root, result, errors = opened
-    enrollments = root.findall("./Info/LearnerReport/Enrollment")
     if result != "Success":
         first = errors[0] if errors else VendorError("Failed", "no reason given", None)
         if first.code in (NO_POST_DATA, BAD_API_KEYS, REPORT_NO_PERMISSION):
             return CallResult.whole(CallVerdict.FATAL, first.code, f"getLearnerReport was refused: {first.message}")
         return CallResult.whole(CallVerdict.RETRY, first.code or "Failed", first.message)
-    wanted = set(subjects)
-    records = {}
-    for enrollment in enrollments:
+    report = root.findall("./Info/LearnerReport")
+    if len(report) != 1:
+        return _unreadable("the answer has no LearnerReport" if not report else "the answer has two LearnerReports")
+    listed: dict[str, dict[str, str]] = {}
+    for position, enrollment in enumerate(report[0].findall("Enrollment"), start=1):
+        if len(enrollment.findall("ID")) != 1 or len(enrollment.findall("Status")) != 1:
+            return _unreadable(f"Enrollment {position} of the report has no single ID and Status")
         record = _record(enrollment)
-        if record.get("ID") in wanted:
-            records[record["ID"]] = record
-    return ReadPage(records, more=False)
+        if not record["ID"]:
+            return _unreadable(f"Enrollment {position} of the report has an empty ID")
+        if record["ID"] in listed:
+            return _unreadable("the report lists an enrolment twice")
+        listed[record["ID"]] = record
+    return ReadPage({subject: listed[subject] for subject in subjects if subject in listed}, more=False)
 
 
 def plan_report(target: tuple[str, ...], n_items: int) -> int:

@@ -18,7 +18,7 @@ batch's learners (``read_learners``, 25 a call, its own 30-a-minute threshold);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 
 from unenroll.adapter import EndpointSpec, Operation
+from unenroll.adapters.echoed_ids import exact_id
 from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
@@ -78,24 +79,31 @@ class ZohoLimits:
 # -- validation --------------------------------------------------------------------------
 
 
-def _is_zoho_id(value: str) -> bool:
-    """Digits a Java long holds (Zoho's ids are), without leading zeros: ``erecnosList`` is
-    a JSON array of numbers, and ``[0070]`` is not JSON (a lenient parser would echo 70,
-    which would read back as not enrolled)."""
-    return value.isascii() and value.isdigit() and len(value) <= 19 and (value[0] != "0" or value == "0")
+JAVA_LONG_MAX = 2**63 - 1  # Zoho's ids are Java longs: a larger id cannot exist, and would overflow there
+
+
+def _zoho_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a Zoho id, or ``None``. Zoho's ids are digits a Java long holds,
+    without leading zeros: ``erecnosList`` is a JSON array of numbers, and ``[0070]`` is not
+    JSON (a lenient parser would echo 70)."""
+    if not (value.isascii() and value.isdigit()) or (value[0] == "0" and value != "0"):
+        return "is not a Zoho id (digits only, no leading zeros)"
+    if len(value) > 19 or int(value) > JAVA_LONG_MAX:
+        return f"is larger than any Zoho id can be (at most {JAVA_LONG_MAX})"
+    return None
 
 
 def validate(item: Item) -> str | None:
-    """Zoho ids (erecno, learnerId, course and batch ids) are digit strings."""
+    """Zoho ids (erecno, learnerId, course and batch ids) are digit strings a Java long holds."""
     expected = 1 if item.operation == SHARE_COURSE else 2
     if len(item.target) != expected:
         names = "course id" if expected == 1 else "course id and batch id"
         return f"the target must be the {names}"
     for value in item.target:
-        if not _is_zoho_id(value):
-            return f"target id {value!r} is not a Zoho id (digits only, no leading zeros)"
-    if not _is_zoho_id(item.subject):
-        return f"{item.subject!r} is not a Zoho id (digits only, no leading zeros)"
+        if (problem := _zoho_id_problem(value)) is not None:
+            return f"target id {value[:40]!r} {problem}"
+    if (problem := _zoho_id_problem(item.subject)) is not None:
+        return f"{item.subject[:40]!r} {problem}"
     return None
 
 
@@ -192,33 +200,78 @@ def _not_zoho_404(response: HttpResponse, body: Any) -> CallResult | None:
     return None
 
 
-def _unreadable(body: Any) -> CallResult:
-    return CallResult.whole(CallVerdict.RETRY, "unreadable", "the answer was not the documented JSON")
+def _unreadable(why: str | None = None) -> CallResult:
+    detail = f": {why}" if why else ""
+    return CallResult.whole(CallVerdict.RETRY, "unreadable", f"the answer was not the documented JSON{detail}")
+
+
+def _success_list(body: Any, name: str) -> list[Any] | str:
+    """The list ``name`` of a ``code`` 200 answer, or why the answer has none."""
+    if not isinstance(body, dict) or str(body.get("code")) != "200":
+        return "no success code"
+    entries = body.get(name)
+    return entries if isinstance(entries, list) else f"{name} is not a list"
+
+
+def entries_by_id(
+    entries: Sequence[Any], key: str, name: str, sent: Collection[str] | None
+) -> dict[str, Mapping[str, Any]] | str:
+    """The entries of an answer's list by the id each names in ``key``, or why the list
+    cannot be read.
+
+    Well formed in full: every entry an object naming exactly one id in ``key`` (matched by
+    :func:`~unenroll.adapters.echoed_ids.exact_id`), no id twice, and, when ``sent`` is
+    given, only ids that were sent. Only from such a list may an id it leaves out be read as
+    absent; one entry that cannot be matched makes the whole list unreadable.
+    """
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for position, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            return f"entry {position} of {name} is not an object"
+        echoed = exact_id(entry.get(key))
+        if echoed is None:
+            return f"entry {position} of {name} names no {key}"
+        if sent is not None and echoed not in sent:
+            return f"{name} names {key} {echoed}, which was not sent"
+        if echoed in by_id:
+            return f"{name} names {key} {echoed} twice"
+        by_id[echoed] = entry
+    return by_id
 
 
 def read_unenroll(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
-    """Each erecno sent is in ``learners`` (unenrolled) or absent (it was not enrolled)."""
+    """Each erecno sent is in ``learners`` (unenrolled) or absent (it was not enrolled).
+
+    Absence is read as "not enrolled" only from a list well formed in full
+    (:func:`entries_by_id`); otherwise the whole call is unreadable and retried. A listed
+    erecno whose ``enrollmentStatus`` is not ``unenrolled`` (or is missing) is retried:
+    the answer names it without saying it was unenrolled. ``batchId`` and ``courseId`` are
+    not checked: the documented sample itself gives the batch's id as the course's.
+    """
     body = json_body(response)
     if (common := read_common(response, body)) is not None:
         return common
-    learners = body.get("learners") if isinstance(body, dict) else None
-    if not isinstance(learners, list) or str(body.get("code")) != "200":
-        return _unreadable(body)
-    statuses = {str(r.get("erecno")): r.get("enrollmentStatus") for r in learners if isinstance(r, dict)}
+    learners = _success_list(body, "learners")
+    if isinstance(learners, str):
+        return _unreadable(learners)
+    listed = entries_by_id(learners, "erecno", "learners", set(subjects))
+    if isinstance(listed, str):
+        return _unreadable(listed)
     results = []
     for erecno in subjects:
-        status = statuses.get(erecno)
-        if erecno not in statuses:
+        entry = listed.get(erecno)
+        if entry is None:
             results.append(ItemResult.final(Outcome.NOT_ENROLLED, "absent", "not enrolled in this batch"))
-        elif status == "unenrolled":
+        elif (status := entry.get("enrollmentStatus")) == "unenrolled":
             results.append(ItemResult.final(Outcome.UNENROLLED, "200"))
         else:
-            results.append(ItemResult.retry("unexpected_status", f"enrollmentStatus {status!r}"))
+            results.append(ItemResult.retry("unexpected_status", f"enrollmentStatus {str(status)[:40]!r}"))
     return CallResult.answered(results)
 
 
 def read_remove_learner(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
-    """200: removed. 404 for one learner: not in that batch (already removed, or wrong ids)."""
+    """200 naming the learner sent: removed. 404 for one learner: not in that batch (already
+    removed, or wrong ids). A 200 that names no learner, or another one, is unreadable."""
     body = json_body(response)
     if (not_zoho := _not_zoho_404(response, body)) is not None:
         return not_zoho
@@ -228,21 +281,27 @@ def read_remove_learner(target: tuple[str, ...], subjects: Sequence[str], respon
     if (common := read_common(response, body)) is not None:
         return common
     if not isinstance(body, dict) or str(body.get("code")) != "200":
-        return _unreadable(body)
+        return _unreadable("no success code")
+    (learner,) = subjects
+    if exact_id(body.get("learnerId")) != learner:
+        return _unreadable("the answer does not name the learner that was sent")
     return CallResult.answered([ItemResult.final(Outcome.UNENROLLED, "200")])
 
 
 def read_share_course(target: tuple[str, ...], subjects: Sequence[str], response: HttpResponse) -> CallResult:
-    """Each erecno sent is in ``sharedUsers``, or absent: an unknown employee (failed)."""
+    """Each erecno sent is in ``sharedUsers``, or absent: an unknown employee (failed).
+    Absence is read only from a list well formed in full (:func:`entries_by_id`)."""
     body = json_body(response)
     if (common := read_common(response, body)) is not None:
         return common
-    shared = body.get("sharedUsers") if isinstance(body, dict) else None
-    if not isinstance(shared, list) or str(body.get("code")) != "200":
-        return _unreadable(body)
-    got = {str(r.get("erecno")) for r in shared if isinstance(r, dict)}
+    shared = _success_list(body, "sharedUsers")
+    if isinstance(shared, str):
+        return _unreadable(shared)
+    listed = entries_by_id(shared, "erecno", "sharedUsers", set(subjects))
+    if isinstance(listed, str):
+        return _unreadable(listed)
     return CallResult.answered([
-        ItemResult.final(Outcome.SHARED, "200") if e in got
+        ItemResult.final(Outcome.SHARED, "200") if e in listed
         else ItemResult.final(Outcome.FAILED, "absent", "not shared: no such employee")
         for e in subjects
     ])
@@ -265,7 +324,9 @@ def read_learners_page(
 ) -> ReadPage | CallResult:
     """The records of the targeted learners on this page, matched on ``key`` (``erecno``
     or ``learnerId``); a full page means another may follow. An unknown course or batch
-    (404) enrols nobody: an empty last page."""
+    (404) enrols nobody: an empty last page. The page lists the whole batch, so records of
+    other learners are expected; a record that names no id in ``key``, or an id twice,
+    makes the page unreadable (a targeted learner is never dropped as absent)."""
     body = json_body(response)
     if (not_zoho := _not_zoho_404(response, body)) is not None:
         return not_zoho
@@ -273,11 +334,13 @@ def read_learners_page(
         return ReadPage({}, more=False)
     if (common := read_common(response, body)) is not None:
         return common
-    learners = body.get("learners") if isinstance(body, dict) else None
-    if not isinstance(learners, list) or str(body.get("code")) != "200":
-        return _unreadable(body)
-    wanted = set(subjects)
-    records = {str(r[key]): r for r in learners if isinstance(r, dict) and str(r.get(key)) in wanted}
+    learners = _success_list(body, "learners")
+    if isinstance(learners, str):
+        return _unreadable(learners)
+    listed = entries_by_id(learners, key, "learners", None)  # the whole batch: others' records are expected
+    if isinstance(listed, str):
+        return _unreadable(listed)
+    records = {subject: listed[subject] for subject in subjects if subject in listed}
     return ReadPage(records, more=len(learners) >= READ_PAGE_SIZE)
 
 

@@ -152,17 +152,32 @@ def test_other_pair_errors_fail_and_temporary_ones_retry() -> None:
         (ItemVerdict.FINAL, Outcome.FAILED), (ItemVerdict.RETRY, None), (ItemVerdict.FINAL, Outcome.FAILED)]
 
 
-def test_pairs_of_other_targets_are_not_ours() -> None:
-    # under cascade the vendor may also report the plan's courses; a pair naming another
-    # course, another plan, or both a course and a plan answers nothing about this call
-    response = pairs_answer([
-        {"user_id": 1, "course_id": 5},  # a course whose id equals the plan's
-        {"user_id": 2, "learningplan_id": 6},
-        {"user_id": 3, "learningplan_id": 5, "course_id": 77},
-        {"user_id": 4, "learningplan_id": 5},
-    ])
-    result = docebo.read_unenroll(PLAN, ["1", "2", "3", "4"], response)
-    assert outcomes(result) == [(ItemVerdict.RETRY, None)] * 3 + [(ItemVerdict.FINAL, Outcome.UNENROLLED)]
+def unreadable(result: Any) -> bool:
+    return bool(result.verdict is CallVerdict.RETRY and result.code == "unreadable" and not result.items)
+
+
+@pytest.mark.parametrize("pair", [
+    {"user_id": 1, "course_id": 5},  # a course whose id equals the plan's
+    {"user_id": 2, "learningplan_id": 6},  # another plan
+    {"user_id": 3, "learningplan_id": 5, "course_id": 77},  # a course and a plan
+    {"user_id": 9, "learningplan_id": 5},  # a user that was not sent
+])
+def test_a_pair_that_is_not_of_this_call_makes_the_answer_unreadable(pair: dict[str, int]) -> None:
+    # issue 11: such pairs used to be skipped and the rest of the answer read; an answer naming what
+    # was not sent is not the answer to this call, so nothing in it is concluded
+    response = pairs_answer([pair, {"user_id": 4, "learningplan_id": 5}])
+    assert unreadable(docebo.read_unenroll(PLAN, ["1", "2", "3", "4"], response))
+
+
+def test_under_cascade_the_plans_courses_of_users_sent_are_side_effects_not_items() -> None:
+    response = pairs_answer([{"user_id": 4, "learningplan_id": 5}, {"user_id": 4, "course_id": 77},
+                             {"user_id": 4, "course_id": 5}])
+    read = docebo.operations(CASCADE, DoceboLimits())["unenroll"].read_response
+    assert outcomes(read(PLAN, ["4", "1"], response)) == [(ItemVerdict.FINAL, Outcome.UNENROLLED),
+                                                          (ItemVerdict.RETRY, None)]
+    assert unreadable(docebo.read_unenroll(PLAN, ["4", "1"], response))  # without cascade they are not ours
+    unsent = pairs_answer([{"user_id": 4, "learningplan_id": 5}, {"user_id": 8, "course_id": 77}])
+    assert unreadable(read(PLAN, ["4"], unsent))
 
 
 def test_ids_given_as_strings_in_the_answer_still_match() -> None:
@@ -170,15 +185,20 @@ def test_ids_given_as_strings_in_the_answer_still_match() -> None:
     assert outcomes(result) == [(ItemVerdict.FINAL, Outcome.UNENROLLED)]
 
 
-def test_a_pair_in_both_lists_counts_as_unenrolled() -> None:
+def test_a_pair_in_both_lists_contradicts_itself_so_the_answer_is_unreadable() -> None:
+    # issue 11: it used to count as unenrolled; an answer that says both is not well formed
     response = pairs_answer([{"user_id": 1, "course_id": 10}],
                             [{"user_id": 1, "course_id": 10, "message": "User is not enrolled in the course"}])
-    assert outcomes(docebo.read_unenroll(COURSE, ["1"], response)) == [(ItemVerdict.FINAL, Outcome.UNENROLLED)]
+    assert unreadable(docebo.read_unenroll(COURSE, ["1"], response))
 
 
-def test_junk_records_are_skipped_and_their_users_retried() -> None:
-    response = pairs_answer(["x", None, {"user_id": True, "course_id": 10}, {"course_id": 10}])
-    assert outcomes(docebo.read_unenroll(COURSE, ["1"], response)) == [(ItemVerdict.RETRY, None)]
+@pytest.mark.parametrize("junk", ["x", None, {"user_id": True, "course_id": 10}, {"course_id": 10},
+                                  {"user_id": 2.5, "course_id": 10}, {"user_id": 1, "course_id": None}])
+def test_a_junk_record_makes_the_whole_answer_unreadable(junk: object) -> None:
+    # issue 11: junk used to be skipped and the other pairs read; one record that cannot be matched
+    # makes the answer unreadable, so the well-formed pair beside it is not concluded either
+    response = pairs_answer([{"user_id": 2, "course_id": 10}, junk])
+    assert unreadable(docebo.read_unenroll(COURSE, ["1", "2"], response))
 
 
 # -- reading whole calls ------------------------------------------------------------------
@@ -321,3 +341,13 @@ def test_every_docebo_endpoint_draws_on_one_limiter_since_the_limit_is_per_ip() 
                             access_token="t0ken-value-long")
     limiters = {spec.make_limiter() for spec in adapter.endpoints.values()}
     assert len(adapter.endpoints) == 2 and len(limiters) == 1
+
+
+@pytest.mark.parametrize("junk", ["x", None, {"user_id": None, "course_id": 100}, {"user_id": 12001},
+                                  {"user_id": 1.5, "course_id": 100},
+                                  {"user_id": 12001, "course_id": 100, "status": "enrolled"}])  # listed twice
+def test_a_backup_page_with_a_row_that_cannot_be_matched_is_unreadable_not_a_missing_user(junk: object) -> None:
+    rows = [{"user_id": 12001, "course_id": 100, "status": "enrolled"}, junk]
+    result = docebo.read_page(("course", "100"), ["12001"],
+                              answer(200, {"data": {"items": rows, "has_more_data": False}}))
+    assert (getattr(result, "verdict", None), getattr(result, "code", None)) == (CallVerdict.RETRY, "unreadable")

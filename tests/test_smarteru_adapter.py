@@ -26,7 +26,7 @@ from unenroll.adapters.smarteru import (
 )
 from unenroll.adaptive_limiter import AdaptiveRateLimiter
 from unenroll.limiter import RollingWindowLimiter
-from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
+from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
 
 KEYS = ApiKeys.of("acct-KEY-<&>", "user-KEY-'\"")
@@ -150,8 +150,9 @@ def test_blocks_are_positions_in_this_call_so_a_resent_id_maps_by_its_new_block(
       <Unenrollment block="1"><AccountUserLearningModuleRelID>a</AccountUserLearningModuleRelID></Unenrollment>
       </Unenrollments></Info><Errors/></SmarterU>"""
     assert outcomes(read(["a"], resent)) == [(Outcome.QUEUED, "accepted")]
-    # an echo that names another id than this call's block is not trusted
-    assert read(["z"], resent).items[0].verdict is ItemVerdict.RETRY
+    # an echo that names another id than this call's block is not the answer to this call: nothing is read from it
+    mismatched = read(["z"], resent)
+    assert (mismatched.verdict, mismatched.code, mismatched.items) == (CallVerdict.RETRY, "unreadable", ())
 
 
 def test_already_in_the_queue_is_done_not_a_failure() -> None:
@@ -331,3 +332,41 @@ def test_the_endpoint_learns_its_rate_unless_one_is_configured() -> None:
 def test_a_vendor_message_is_kept_short() -> None:
     result = read(["1"], whole_call("SU:99", "x" * 100_000))
     assert result.verdict is CallVerdict.RETRY and len(result.message or "") <= 500
+
+
+def _accepted(block: str, rel_id: str) -> str:
+    return (f'<Unenrollment block="{block}"><AccountUserLearningModuleRelID>{rel_id}</AccountUserLearningModuleRelID>'
+            "</Unenrollment>")
+
+
+def _refused(block: str, code: str = "ULM:02") -> str:
+    return (f'<Error block="{block}"><ErrorID>{code}</ErrorID>'
+            f"<ErrorMessage>Unenrollment {block} - no</ErrorMessage></Error>")
+
+
+@pytest.mark.parametrize(("accepted", "refused"), [
+    ([("1", "a"), ("1", "a")], []),  # a block accepted twice
+    ([("1", "a")], ["1"]),  # accepted and refused
+    ([], ["2", "2"]),  # two errors for one block
+    ([("1", "")], []),  # an acceptance that echoes no id
+    ([(" 1 ", "a"), ("+2", "b")], []),  # not a plain number
+    ([("\u0661", "a")], []),  # a digit Python reads, but not a block number
+])
+def test_blocks_that_contradict_or_cannot_be_matched_make_the_answer_unreadable(
+    accepted: list[tuple[str, str]], refused: list[str]
+) -> None:
+    xml = (f"<SmarterU><Result>Success</Result><Info><Unenrollments>{''.join(_accepted(*a) for a in accepted)}"
+           f"</Unenrollments></Info><Errors>{''.join(_refused(b) for b in refused)}</Errors></SmarterU>")
+    result = read(["a", "b"], xml)
+    assert (result.verdict, result.code, result.items) == (CallVerdict.RETRY, "unreadable", ())
+
+
+def test_a_report_without_its_learner_report_or_with_an_unmatched_enrolment_is_unreadable() -> None:
+    from unenroll.adapters.smarteru import read_report_page
+
+    for info in ("<Info/>", "<Info><LearnerReport><Enrollment><Status>Enrolled</Status></Enrollment></LearnerReport>"
+                 "</Info>", "<Info><LearnerReport><Enrollment><ID>1</ID><Status>Enrolled</Status></Enrollment>"
+                 "<Enrollment><ID>1</ID><Status>Enrolled</Status></Enrollment></LearnerReport></Info>"):
+        body = f"<SmarterU><Result>Success</Result>{info}<Errors/></SmarterU>".encode()
+        result = read_report_page(T, ["1"], HttpResponse(200, body, {}))
+        assert isinstance(result, CallResult) and (result.verdict, result.code) == (CallVerdict.RETRY, "unreadable")

@@ -12,7 +12,7 @@ from yarl import URL
 
 from unenroll import Item, Outcome
 from unenroll.adapters import zoho
-from unenroll.model import CallVerdict, ItemVerdict
+from unenroll.model import CallResult, CallVerdict, ItemVerdict
 from unenroll.transport import HttpResponse
 
 # seed 000: the documented answer of "Unenroll Learner From Batch"
@@ -191,3 +191,47 @@ async def test_credentials_only_travel_over_https_or_to_this_machine() -> None:
             zoho.ZohoPeople(session=session, base_url="http://127.0.0.1:8080", **creds)
         zoho.ZohoPeople(session=session, base_url="http://127.0.0.1:8080", accounts_url="http://127.0.0.1:8080",
                         **creds)
+
+
+def test_ids_above_a_java_long_are_rejected_before_sending_with_a_plain_reason() -> None:
+    largest = "9223372036854775807"
+    assert zoho.validate(Item("unenroll", (COURSE, BATCH), largest)) is None
+    for item in (Item("unenroll", (COURSE, BATCH), "9223372036854775808"),
+                 Item("remove_learner", (COURSE, BATCH), "9999999999999999999"),
+                 Item("unenroll", (COURSE, "9223372036854775808"), "1")):
+        reason = zoho.validate(item)
+        assert reason is not None and f"larger than any Zoho id can be (at most {largest})" in reason
+        assert "int" not in reason.split() and "long" not in reason  # no Python (or Java) words
+
+
+@pytest.mark.parametrize("entry", [{"erecno": None}, {"learnerId": "5"}, "1", 1, None, {"erecno": "3"},
+                                   {"erecno": 1.5}, {"erecno": True}])
+def test_one_entry_that_cannot_be_matched_makes_a_list_answer_unreadable(entry: object) -> None:
+    for read, name, target in ((zoho.read_unenroll, "learners", (COURSE, BATCH)),
+                               (zoho.read_share_course, "sharedUsers", (COURSE,))):
+        body = {"code": "200", name: [{"erecno": "2", "enrollmentStatus": "unenrolled"}, entry]}
+        result = read(target, ["1", "2"], answer(200, body))
+        assert (result.verdict, result.code, result.items) == (CallVerdict.RETRY, "unreadable", ())
+
+
+def test_an_erecno_listed_twice_makes_the_answer_unreadable() -> None:
+    entry = {"erecno": "1", "enrollmentStatus": "unenrolled"}
+    result = zoho.read_unenroll((COURSE, BATCH), ["1", "2"], answer(200, {"code": "200", "learners": [entry, entry]}))
+    assert (result.verdict, result.code) == (CallVerdict.RETRY, "unreadable")
+
+
+@pytest.mark.parametrize("body", [{"code": "200", "message": "success"}, {"code": "200", "learnerId": "8"},
+                                  {"code": "200", "learnerId": None}])
+def test_a_removal_is_done_only_when_the_answer_names_the_learner_sent(body: object) -> None:
+    result = zoho.read_remove_learner((COURSE, BATCH), ["7"], answer(200, body))
+    assert (result.verdict, result.code) == (CallVerdict.RETRY, "unreadable")
+    named = zoho.read_remove_learner((COURSE, BATCH), ["7"], answer(200, {"code": "200", "learnerId": 7}))
+    assert [r.outcome for r in named.items] == [Outcome.UNENROLLED]
+
+
+@pytest.mark.parametrize("junk", [{"erecno": None}, {"learnerId": "1"}, "7003", {"erecno": "7003"}])
+def test_a_backup_page_with_a_record_that_cannot_be_matched_is_unreadable_not_a_missing_learner(junk: object) -> None:
+    learners = [{"erecno": "7003", "learnerId": "1", "enrollmentStatus": "enrolled"}, junk]
+    result = zoho.read_learners_page("erecno", (COURSE, BATCH), ["7003"], answer(200, {"code": "200",
+                                                                                       "learners": learners}))
+    assert isinstance(result, CallResult) and (result.verdict, result.code) == (CallVerdict.RETRY, "unreadable")
