@@ -51,7 +51,7 @@ from unenroll.auth import NoAuth
 from unenroll.backup import EnrolmentReader, ReadPage
 from unenroll.limiter import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.secrets import Secret
+from unenroll.secrets import Secret, scrub  # scrubbed before cut: half a secret is not recognised
 from unenroll.transport import (
     LOOPBACK_HOSTS,
     AiohttpTransport,
@@ -268,7 +268,7 @@ def read_errors(root: ET.Element) -> list[VendorError]:
     if errors is None:
         return []
     # the vendor's words end up in outcomes and logs: keep them short
-    return [VendorError(_text(e.find("ErrorID"))[:40], _text(e.find("ErrorMessage"))[:MAX_MESSAGE_LENGTH],
+    return [VendorError(_text(e.find("ErrorID"))[:40], scrub(_text(e.find("ErrorMessage")))[:MAX_MESSAGE_LENGTH],
                         _block_of(e))
             for e in errors.findall("Error")]
 
@@ -534,10 +534,21 @@ def plan_report(target: tuple[str, ...], n_items: int) -> int:
     return -(-n_items // REPORT_MAX_IDS)
 
 
+def settled_by_report(record: Mapping[str, Any] | None) -> ItemResult | None:
+    """What the learner report alone settles: listed ``Unenrolled`` -> not enrolled, listed
+    ``Unenrollment Queued`` -> queued; anything else (enrolled, or not listed) needs the call's answer."""
+    status = str(record.get("Status", "")).strip().casefold() if record is not None else ""
+    if status == "unenrolled":
+        return ItemResult.final(Outcome.NOT_ENROLLED, "report", "the learner report shows it Unenrolled")
+    if status == "unenrollment queued":
+        return ItemResult.final(Outcome.QUEUED, ALREADY_QUEUED, "the learner report shows it in the unenrollment queue")
+    return None
+
+
 def readers(keys: ApiKeys) -> dict[str, EnrolmentReader]:
     """Every method shares the one URL, so the report is read on the same endpoint (and rate)."""
     return {UNENROLL: EnrolmentReader(ENDPOINT, partial(build_report_page, keys), read_report_page, plan_report,
-                                      max_subjects=REPORT_MAX_IDS)}
+                                      max_subjects=REPORT_MAX_IDS, settled=settled_by_report)}
 
 
 # -- the adapter -------------------------------------------------------------------------

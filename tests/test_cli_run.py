@@ -502,8 +502,6 @@ def test_the_progress_line_says_counts_calls_the_wait_and_an_eta_from_the_limits
 # -- SmarterU: what the backup read settles -----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: adapters/smarteru.py readers() must pass settled= (see the "
-                                       "EnrolmentReader field); remove this mark once it does")
 def test_rerunning_a_finished_smarteru_job_ends_what_the_backup_read_shows_done_not_failed(tmp_path: Path) -> None:
     mock = MockProcess("smarteru", "--time-scale", "0.01", "--enrolled", "20", "--queue-delay", "1")
     try:
