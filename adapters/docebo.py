@@ -38,13 +38,13 @@ from typing import Any
 
 import aiohttp
 
-from unenroll.adapter import EndpointSpec, Operation, sharing_one_limiter
 from unenroll.adapters.echoed_ids import exact_id
-from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
-from unenroll.backup import EnrolmentReader, ReadPage
+from unenroll.contract.declarations import EndpointSpec, Operation, sharing_one_limiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.secrets import Secret
-from unenroll.transport import (
+from unenroll.observe.secrets import Secret
+from unenroll.planning.backup import EnrolmentReader, ReadPage
+from unenroll.wire.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.wire.http import (
     AiohttpTransport,
     HttpRequest,
     HttpResponse,
@@ -444,7 +444,7 @@ class Docebo:
     Credentials: the OAuth2 client id and secret (client-credentials grant), plus a
     username and password for the password grant; tokens come from ``POST /oauth2/token``
     on the same host and are refreshed when a call answers 401. Or a bare
-    ``access_token`` (no refresh). Secrets are held as :class:`~unenroll.secrets.Secret`
+    ``access_token`` (no refresh). Secrets are held as :class:`~unenroll.observe.secrets.Secret`
     and never printed.
 
     The three destructive flags are job options, false unless set here.

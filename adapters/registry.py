@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from unenroll.adapter import Adapter
-from unenroll.config import ConfigError, Credentials, RunSettings
-from unenroll.inputs import Column, RowShape
-from unenroll.secrets import Secret
-from unenroll.transport import LOOPBACK_HOSTS, is_loopback
+from unenroll.cli.config import ConfigError, Credentials, RunSettings
+from unenroll.contract.declarations import Adapter
+from unenroll.inputs.files import Column, RowShape
+from unenroll.observe.secrets import Secret
+from unenroll.wire.http import LOOPBACK_HOSTS, is_loopback
 
 if TYPE_CHECKING:
     import aiohttp

@@ -26,7 +26,7 @@ the same endpoint (every method is a POST to one URL, so they share one rate).
 
 Rate: none is documented. Unless ``SmarterULimits.calls_per_window`` is given (then a
 rolling-window limiter keeps to it), the endpoint learns the rate from 429s with an
-:class:`~unenroll.adaptive_limiter.AdaptiveRateLimiter`.
+:class:`~unenroll.limits.adaptive.AdaptiveRateLimiter`.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ import aiohttp
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from unenroll.adapter import EndpointSpec, Operation
-from unenroll.adaptive_limiter import AdaptiveRate
-from unenroll.auth import NoAuth
-from unenroll.backup import EnrolmentReader, ReadPage
-from unenroll.limiter import CallLimiter
+from unenroll.contract.declarations import EndpointSpec, Operation
+from unenroll.limits.adaptive import AdaptiveRate
+from unenroll.limits.window import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.secrets import Secret, scrub  # scrubbed before cut: half a secret is not recognised
-from unenroll.transport import (
+from unenroll.observe.secrets import Secret, scrub  # scrubbed before cut: half a secret is not recognised
+from unenroll.planning.backup import EnrolmentReader, ReadPage
+from unenroll.wire.auth import NoAuth
+from unenroll.wire.http import (
     LOOPBACK_HOSTS,
     AiohttpTransport,
     HttpRequest,
@@ -587,7 +587,7 @@ def operations(keys: ApiKeys, limits: SmarterULimits) -> dict[str, Operation]:
 class SmarterU:
     """A configured SmarterU client.
 
-    The API keys are held as :class:`~unenroll.secrets.Secret`: only the request builder
+    The API keys are held as :class:`~unenroll.observe.secrets.Secret`: only the request builder
     reveals them, into the XML body. Auth is in the body, so :attr:`auth` is ``NoAuth``.
     """
 

@@ -26,13 +26,13 @@ from urllib.parse import quote
 
 import aiohttp
 
-from unenroll.adapter import EndpointSpec, Operation
 from unenroll.adapters.echoed_ids import exact_id
-from unenroll.auth import Auth, OAuthTokenAuth, StaticTokenAuth
-from unenroll.backup import EnrolmentReader, ReadPage
+from unenroll.contract.declarations import EndpointSpec, Operation
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.secrets import Secret
-from unenroll.transport import (
+from unenroll.observe.secrets import Secret
+from unenroll.planning.backup import EnrolmentReader, ReadPage
+from unenroll.wire.auth import Auth, OAuthTokenAuth, StaticTokenAuth
+from unenroll.wire.http import (
     AiohttpTransport,
     HttpRequest,
     HttpResponse,
@@ -386,7 +386,7 @@ class ZohoPeople:
 
     Credentials: either a refresh token with the OAuth client id and secret (tokens are
     fetched and refreshed from ``accounts_url``), or a bare ``access_token`` (no refresh).
-    They are held as :class:`~unenroll.secrets.Secret` and never printed.
+    They are held as :class:`~unenroll.observe.secrets.Secret` and never printed.
     """
 
     vendor = "zoho"

@@ -2,7 +2,7 @@
 
 - **in-process**: the full pipeline (intake, validation, de-duplication, chunking, limiter,
   workers, ledger, outcomes) with an adapter whose transport is an
-  :class:`~unenroll.transport.InProcessTransport` that answers at once: no HTTP, no limits.
+  :class:`~unenroll.wire.http.InProcessTransport` that answers at once: no HTTP, no limits.
   What is left is the engine.
 - **loopback HTTP**: the real Zoho adapter against the Zoho mock with its limits off, the
   mock in its own process (:mod:`benchmarks.mockproc`), so HTTP, JSON and the
@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 
 from unenroll import EndpointSpec, Item, Operation, Outcome, run
-from unenroll.auth import NoAuth
 from unenroll.model import CallResult, ItemResult
-from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
+from unenroll.wire.auth import NoAuth
+from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
 from .measure import ArrivalRecorder, Row, cpu_seconds, peak_rss_mb
 from .mockproc import MockApp, MockProcess, wire

@@ -160,7 +160,7 @@ async def run_case(kind: str, params: dict[str, Any]) -> Row:
 
 def child(kind: str, params: dict[str, Any], out: Path, profile: Path | None) -> None:
     """The case's own process: run it, write its row as JSON to ``out``."""
-    from unenroll.logs import configure_logging
+    from unenroll.observe.logs import configure_logging
 
     configure_logging(level="error")  # throttle warnings are the figures' business here
     profiler: Any = None

@@ -4,15 +4,15 @@ documented limits allow, with an exact account of every item.
     report = await unenroll.run(adapter, items)
 """
 
-from .adapter import Adapter, EndpointSpec, Operation
-from .journal import Journal, JournalError, JournalLocked
-from .ledger import AccountingError, Report
-from .limiter import CallLimiter, RollingWindowLimiter
-from .model import Item, ItemOutcome, Outcome, Unreadable
-from .pipeline import Job, JobSettings, OutcomeStream, run, stream
-from .retry import RetryPolicy
-from .secrets import Secret
-from .sinks import ResultsWriter
+from unenroll.accounts.journal import Journal, JournalError, JournalLocked
+from unenroll.accounts.ledger import AccountingError, Report
+from unenroll.accounts.results import ResultsWriter
+from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
+from unenroll.job.pipeline import Job, JobSettings, OutcomeStream, run, stream
+from unenroll.job.retry import RetryPolicy
+from unenroll.limits.window import CallLimiter, RollingWindowLimiter
+from unenroll.model import Item, ItemOutcome, Outcome, Unreadable
+from unenroll.observe.secrets import Secret
 
 __all__ = [
     "AccountingError",

@@ -17,9 +17,9 @@ from unenroll import EndpointSpec, Item, Operation, Outcome, RetryPolicy
 from unenroll.adapters.mocks.common import HOSTILE_WIRE, LoopbackTLS, WireOptions
 from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
-from unenroll.auth import NoAuth
 from unenroll.model import CallResult, ItemResult
-from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
+from unenroll.wire.auth import NoAuth
+from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
 TIME_SCALE = 0.01  # a minute is 0.6 s, the 5 minute lock 3 s
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.05)

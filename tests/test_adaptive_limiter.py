@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.adapter import EndpointSpec
 from unenroll.adapters.mocks.common import ThresholdCounter
-from unenroll.adaptive_limiter import AdaptiveRate, AdaptiveRateLimiter, AimdSchedule
+from unenroll.contract.declarations import EndpointSpec
+from unenroll.limits.adaptive import AdaptiveRate, AdaptiveRateLimiter, AimdSchedule
 
 EPS = 1e-9
 

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import FAST_RETRY, TIME_SCALE, zoho_rig
 from unenroll import EndpointSpec, Item, ItemOutcome, JobSettings, Operation, Outcome, RetryPolicy, Secret, run
+from unenroll.accounts.journal import Journal, JournalError
 from unenroll.adapters import docebo, smarteru, zoho
 from unenroll.adapters.docebo import Docebo, DoceboLimits
 from unenroll.adapters.mocks.common import Faults, Latency
@@ -30,8 +31,8 @@ from unenroll.adapters.mocks.smarteru import REPORT_STATUS, SmarterUMock, Smarte
 from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
 from unenroll.adapters.smarteru import ApiKeys, SmarterU
 from unenroll.adapters.zoho import ZohoPeople
-from unenroll.auth import NoAuth
-from unenroll.backup import (
+from unenroll.model import CallResult, CallVerdict, ItemResult
+from unenroll.planning.backup import (
     BackupError,
     BackupPlan,
     BackupResult,
@@ -42,9 +43,8 @@ from unenroll.backup import (
     run_backup,
     settled_by_backup,
 )
-from unenroll.journal import Journal, JournalError
-from unenroll.model import CallResult, CallVerdict, ItemResult
-from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
+from unenroll.wire.auth import NoAuth
+from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
 COURSE, BATCH = "5000000000000", "5000000000001"
 ZOHO_TARGET = (COURSE, BATCH)

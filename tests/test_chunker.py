@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unenroll import Item, Operation, Outcome
-from unenroll.chunker import ChunkBuffer, Work
+from unenroll.job.queue import ChunkBuffer, Work
 from unenroll.model import CallResult
-from unenroll.transport import HttpRequest, HttpResponse
+from unenroll.wire.http import HttpRequest, HttpResponse
 
 
 def _build(target: tuple[str, ...], subjects: Sequence[str]) -> HttpRequest:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from unenroll.cli import main
+from unenroll.cli.app import main
 
 
 def test_the_demo_runs_a_job_and_writes_every_outcome(tmp_path: Path) -> None:

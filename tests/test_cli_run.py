@@ -448,7 +448,7 @@ def test_destructive_options_are_in_the_plan_the_summary_and_the_report(tmp_path
 
 
 def test_settings_come_from_the_file_then_the_environment_and_typos_are_errors(tmp_path: Path) -> None:
-    from unenroll.config import ConfigError, load_settings
+    from unenroll.cli.config import ConfigError, load_settings
 
     path = tmp_path / "settings.toml"
     path.write_text('time_scale = 0.5\nbase_url = "https://top"\n[job]\nmax_attempts = 3\nbase_delay = 2\n'
@@ -473,8 +473,8 @@ def test_settings_come_from_the_file_then_the_environment_and_typos_are_errors(t
 
 def test_the_progress_line_says_counts_calls_the_wait_and_an_eta_from_the_limits() -> None:
     from unenroll import EndpointSpec
-    from unenroll.ledger import EndpointStats, Report
-    from unenroll.progress import ObservedLimiter, Progress, render_line
+    from unenroll.accounts.ledger import EndpointStats, Report
+    from unenroll.observe.progress import ObservedLimiter, Progress, render_line
 
     class Inner:
         paused: list[float] = []

@@ -16,8 +16,8 @@ from unenroll import Item, Outcome
 from unenroll.adapters import docebo
 from unenroll.adapters.docebo import Docebo, DoceboLimits, DoceboOptions
 from unenroll.model import CallVerdict, ItemVerdict
-from unenroll.secrets import Secret
-from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
+from unenroll.observe.secrets import Secret
+from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
 COURSE = ("course", "10")
 PLAN = ("learningplan", "5")

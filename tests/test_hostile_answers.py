@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from unenroll.adapters import docebo, smarteru, zoho
 from unenroll.adapters.echoed_ids import EXACT_FLOAT_LIMIT, exact_id
-from unenroll.backup import ReadPage
 from unenroll.model import CallResult, CallVerdict, ItemVerdict, Outcome
-from unenroll.transport import HttpResponse
+from unenroll.planning.backup import ReadPage
+from unenroll.wire.http import HttpResponse
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

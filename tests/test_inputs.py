@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from unenroll import Item
-from unenroll.inputs import Column, InputError, InputFile, RowShape, parse_column_mapping
+from unenroll.inputs.files import Column, InputError, InputFile, RowShape, parse_column_mapping
 from unenroll.model import Unreadable
 
 SHAPE = RowShape(

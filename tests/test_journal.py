@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, run
-from unenroll.journal import BackupState, Journal, JournalError, JournalLocked
+from unenroll.accounts.journal import BackupState, Journal, JournalError, JournalLocked
 from unenroll.model import CallResult, ItemResult
 
 SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=3)
@@ -95,7 +95,7 @@ def test_a_second_process_on_the_same_journal_is_refused(tmp_path: Path) -> None
     path = tmp_path / "job.db"
     with Journal.open(path, "job-1"):
         probe = (
-            "import sys\nfrom unenroll.journal import Journal, JournalLocked\n"
+            "import sys\nfrom unenroll.accounts.journal import Journal, JournalLocked\n"
             "try:\n    Journal.open(sys.argv[1], 'job-1', resume=True)\n"
             "except JournalLocked as e:\n    print('LOCKED', e)\n"
         )

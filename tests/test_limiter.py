@@ -12,8 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.adaptive_limiter import AdaptiveRateLimiter
-from unenroll.limiter import LONGEST_PAUSE, Permit, RollingWindowLimiter, UnlimitedLimiter, WindowSchedule, sane_pause
+from unenroll.limits.adaptive import AdaptiveRateLimiter
+from unenroll.limits.window import (
+    LONGEST_PAUSE,
+    Permit,
+    RollingWindowLimiter,
+    UnlimitedLimiter,
+    WindowSchedule,
+    sane_pause,
+)
 
 
 def _most_in_any_window(starts: list[float], window: float) -> int:

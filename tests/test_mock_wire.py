@@ -27,7 +27,7 @@ from unenroll.adapters.mocks.common import Faults, LoopbackTLS, MockServer, Wire
 from unenroll.adapters.mocks.smarteru import SmarterUMock, SmarterUMockConfig, SmarterUMockState
 from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
 from unenroll.adapters.smarteru import ApiKeys, build_learner_report, read_learner_report
-from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse
+from unenroll.wire.http import AiohttpTransport, HttpRequest, HttpResponse
 
 TIME_SCALE = 0.01
 TOKEN_FORM = {"grant_type": "refresh_token", "refresh_token": "mock-refresh-token", "client_id": "mock-client-id",

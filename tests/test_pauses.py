@@ -13,11 +13,11 @@ import pytest
 
 from tests.conftest import FakeVendor
 from unenroll import Item, JobSettings, Outcome, RetryPolicy, run
-from unenroll.adapter import EndpointSpec
-from unenroll.config import load_settings
-from unenroll.limiter import Permit
+from unenroll.cli.config import load_settings
+from unenroll.contract.declarations import EndpointSpec
+from unenroll.limits.window import Permit
 from unenroll.model import CallResult, CallVerdict, ItemResult
-from unenroll.transport import HttpRequest, HttpResponse
+from unenroll.wire.http import HttpRequest, HttpResponse
 
 LOCK_PERIOD = 0.01  # FakeVendor's endpoint: the pause when the vendor names none
 

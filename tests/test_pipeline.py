@@ -13,10 +13,10 @@ import pytest
 
 from tests.conftest import FAST_RETRY, FakeVendor
 from unenroll import Item, ItemOutcome, Job, JobSettings, Outcome, RetryPolicy, Unreadable, run, stream
-from unenroll.auth import AuthError
-from unenroll.limiter import Permit
+from unenroll.limits.window import Permit
 from unenroll.model import CallResult, CallVerdict, ItemResult
-from unenroll.transport import TransportError
+from unenroll.wire.auth import AuthError
+from unenroll.wire.http import TransportError
 
 SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=7)  # the input is a list: chunks fill at once
 

@@ -30,11 +30,11 @@ from aiohttp import web
 from tests.conftest import TIME_SCALE
 from tests.test_cli_run import clean_env, run_cli
 from unenroll import Item, ItemOutcome, JobSettings, Report, ResultsWriter, RetryPolicy, run
+from unenroll.accounts.journal import Journal
 from unenroll.adapters.mocks.common import MockServer
 from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
-from unenroll.journal import Journal
-from unenroll.logs import configure_logging
-from unenroll.secrets import MASK
+from unenroll.observe.logs import configure_logging
+from unenroll.observe.secrets import MASK
 
 REFRESH_TOKEN = "1000.r3fresh/Tok+en&x=\"q'<9>\u00e9-Wm5Kc8"
 ACCESS_TOKEN = "1000.acc/ess+Tok&en<7>=Yb2Nf6"

@@ -18,12 +18,12 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unenroll.chunker import Work
-from unenroll.config import ConfigError, load_credentials
-from unenroll.ledger import Ledger
-from unenroll.logs import configure_logging, get_logger
+from unenroll.accounts.ledger import Ledger
+from unenroll.cli.config import ConfigError, load_credentials
+from unenroll.job.queue import Work
 from unenroll.model import Item, Outcome
-from unenroll.secrets import MASK, Secret, scrub
+from unenroll.observe.logs import configure_logging, get_logger
+from unenroll.observe.secrets import MASK, Secret, scrub
 
 LONG = 'cs/Se+cr&et<9>"\u00e9\'x-Lq4Vz'  # every character an encoding changes
 SHORT = "SEKRIT7"
@@ -106,7 +106,7 @@ def test_a_secret_created_later_is_blanked_by_the_next_scrub() -> None:
 @given(st.sets(st.text(alphabet="ab%&\\/", min_size=1, max_size=6), min_size=1, max_size=8),
        st.text(alphabet="ab%&\\/x", max_size=8))
 def test_the_trie_pattern_matches_exactly_its_words_longest_first(words: set[str], other: str) -> None:
-    from unenroll.secrets import _trie_pattern
+    from unenroll.observe.secrets import _trie_pattern
 
     pattern = re.compile(_trie_pattern(words))
     assert all(pattern.fullmatch(word) for word in words)

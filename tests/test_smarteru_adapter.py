@@ -24,10 +24,10 @@ from unenroll.adapters.smarteru import (
     unenroll_item,
     validate,
 )
-from unenroll.adaptive_limiter import AdaptiveRateLimiter
-from unenroll.limiter import RollingWindowLimiter
+from unenroll.limits.adaptive import AdaptiveRateLimiter
+from unenroll.limits.window import RollingWindowLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.transport import HttpRequest, HttpResponse, InProcessTransport
+from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
 KEYS = ApiKeys.of("acct-KEY-<&>", "user-KEY-'\"")
 T = ACCOUNT_TARGET

@@ -30,9 +30,9 @@ from unenroll.adapters.smarteru import (
     read_unenroll,
     unenroll_item,
 )
-from unenroll.logs import configure_logging
 from unenroll.model import CallResult, CallVerdict
-from unenroll.transport import AiohttpTransport, HttpResponse
+from unenroll.observe.logs import configure_logging
+from unenroll.wire.http import AiohttpTransport, HttpResponse
 
 TIME_SCALE = 0.01
 SETTINGS = JobSettings(retry=RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.05), seed=3)

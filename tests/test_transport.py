@@ -24,7 +24,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from unenroll.transport import AiohttpTransport, HttpRequest, HttpResponse, TransportError, retry_after_seconds
+from unenroll.wire.http import AiohttpTransport, HttpRequest, HttpResponse, TransportError, retry_after_seconds
 
 SECRET_TOKEN = "Zoho-oauthtoken 1000.s3cr3t-t0ken-value"
 

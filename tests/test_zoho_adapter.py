@@ -13,7 +13,7 @@ from yarl import URL
 from unenroll import Item, Outcome
 from unenroll.adapters import zoho
 from unenroll.model import CallResult, CallVerdict, ItemVerdict
-from unenroll.transport import HttpResponse
+from unenroll.wire.http import HttpResponse
 
 # seed 000: the documented answer of "Unenroll Learner From Batch"
 SEED_UNENROLL_ANSWER = {

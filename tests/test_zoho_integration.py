@@ -253,7 +253,7 @@ async def test_a_lock_from_elsewhere_pauses_only_that_endpoint_for_the_lock_peri
 async def test_no_secret_appears_in_logs_reports_or_reprs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], network: Network
 ) -> None:
-    from unenroll.logs import configure_logging
+    from unenroll.observe.logs import configure_logging
 
     configure_logging(json=True, level="debug")
     state = ZohoMockState.generate(1, 1, 50)

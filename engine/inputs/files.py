@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
-from .model import Item, Unreadable
+from unenroll.model import Item, Unreadable
 
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"

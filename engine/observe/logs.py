@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from .secrets import MASK, Secret, scrub
+from unenroll.observe.secrets import MASK, Secret, scrub
 
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|api_?key|account_?api|user_?api)", re.I)
 

@@ -14,7 +14,7 @@ never silently falls back to a default.
 
 Credentials are never settings and never flags: they come from the environment
 (``UNENROLL_ZOHO_REFRESH_TOKEN``, ...) or a credentials file (TOML, the same names),
-and are wrapped in :class:`~unenroll.secrets.Secret` as soon as they are read, so they
+and are wrapped in :class:`~unenroll.observe.secrets.Secret` as soon as they are read, so they
 print as ``***`` and the log processor blanks their values wherever they appear.
 """
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .pipeline import JobSettings
-from .retry import RetryPolicy
-from .secrets import SHORTEST_SCRUBBED, Secret
+from unenroll.job.pipeline import JobSettings
+from unenroll.job.retry import RetryPolicy
+from unenroll.observe.secrets import SHORTEST_SCRUBBED, Secret
 
 ENV_PREFIX = "UNENROLL_"
 DEFAULT_CONFIRM_ABOVE = 1000

@@ -22,7 +22,7 @@ Invariants of :func:`run_backup`:
 - with a journal, the job's backup is recorded as begun (from then on the journal lets
   no change leave), each page as written, and the backup as complete with its hash; on a
   resumed job it goes on from the pages the journal knows (see :func:`run_backup`);
-- retries are bounded by the :class:`~unenroll.retry.RetryPolicy`, throttles by
+- retries are bounded by the :class:`~unenroll.job.retry.RetryPolicy`, throttles by
   ``max_throttles`` per call, pages by ``max_pages`` per read, token refreshes by one per
   call.
 """
@@ -41,15 +41,15 @@ from typing import Any, BinaryIO
 
 import anyio
 
-from .adapter import Adapter, EndpointSpec, Operation
-from .auth import AuthError, headers_with_retry
-from .journal import BackupState, Journal
-from .limiter import CallLimiter
-from .logs import get_logger
-from .model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
-from .retry import RetryPolicy
-from .secrets import scrub
-from .transport import HttpRequest, HttpResponse, TransportError
+from unenroll.accounts.journal import BackupState, Journal
+from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
+from unenroll.job.retry import RetryPolicy
+from unenroll.limits.window import CallLimiter
+from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
+from unenroll.observe.logs import get_logger
+from unenroll.observe.secrets import scrub
+from unenroll.wire.auth import AuthError, headers_with_retry
+from unenroll.wire.http import HttpRequest, HttpResponse, TransportError
 
 Target = tuple[str, ...]
 DEFAULT_MAX_PAUSE = 3600.0  # as JobSettings.max_pause: one hour of vendor time

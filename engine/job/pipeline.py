@@ -33,17 +33,17 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .adapter import Adapter, EndpointSpec, Operation
-from .auth import AuthError, headers_with_retry
-from .chunker import Chunk, ChunkBuffer, Work
-from .journal import Journal
-from .ledger import EndpointStats, Ledger, OutcomeSink, Report
-from .limiter import CallLimiter, Permit
-from .logs import get_logger
-from .model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
-from .retry import RetryPolicy
-from .secrets import scrub
-from .transport import TransportError
+from unenroll.accounts.journal import Journal
+from unenroll.accounts.ledger import EndpointStats, Ledger, OutcomeSink, Report
+from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
+from unenroll.job.queue import Chunk, ChunkBuffer, Work
+from unenroll.job.retry import RetryPolicy
+from unenroll.limits.window import CallLimiter, Permit
+from unenroll.model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
+from unenroll.observe.logs import get_logger
+from unenroll.observe.secrets import scrub
+from unenroll.wire.auth import AuthError, headers_with_retry
+from unenroll.wire.http import TransportError
 
 Items = Iterable[Any] | AsyncIterable[Any]
 

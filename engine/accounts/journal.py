@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from .model import ItemOutcome, Outcome
+from unenroll.model import ItemOutcome, Outcome
 
 _BACKUP_KEYS = ("backup.path", "backup.offset", "backup.calls", "backup.complete", "backup.sha256",
                 "backup.records", "backup.found")

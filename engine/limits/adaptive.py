@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from .limiter import Permit, sane_pause, start_when_allowed
+from unenroll.limits.window import Permit, sane_pause, start_when_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class AimdSchedule:
 
 
 class AdaptiveRateLimiter:
-    """A :class:`~unenroll.limiter.CallLimiter` that learns the rate from throttles (AIMD).
+    """A :class:`~unenroll.limits.window.CallLimiter` that learns the rate from throttles (AIMD).
 
     See the module docstring for the invariant. Give it to an endpoint with
     ``EndpointSpec(limiter_factory=lambda spec: AdaptiveRate(...).limiter())``.

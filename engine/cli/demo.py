@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 
-from .ledger import Report
-from .model import Item
-from .pipeline import JobSettings, run
-from .retry import RetryPolicy
-from .sinks import ResultsWriter
+from unenroll.accounts.ledger import Report
+from unenroll.accounts.results import ResultsWriter
+from unenroll.job.pipeline import JobSettings, run
+from unenroll.job.retry import RetryPolicy
+from unenroll.model import Item
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,9 @@ def demo_items(batches: dict[tuple[str, str], dict[str, str]], seed: int) -> Ite
 
 async def run_demo(settings: DemoSettings) -> tuple[Report, dict[str, Any]]:
     """Start the mock on 127.0.0.1, run the job, return the report and the mock's stats."""
-    from .adapters.mocks.common import Faults, Latency
-    from .adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-    from .adapters.zoho import ZohoPeople
+    from unenroll.adapters.mocks.common import Faults, Latency
+    from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
+    from unenroll.adapters.zoho import ZohoPeople
 
     per_batch = max(1, settings.learners // settings.batches)
     state = ZohoMockState.generate(courses=2, batches_per_course=max(1, settings.batches // 2),

@@ -24,11 +24,11 @@ from typing import Any, TextIO
 
 import anyio
 
-from .adapter import EndpointSpec
-from .ledger import Report
-from .limiter import CallLimiter, Permit
-from .model import ItemOutcome, Outcome
-from .plan import format_duration
+from unenroll.accounts.ledger import Report
+from unenroll.contract.declarations import EndpointSpec
+from unenroll.limits.window import CallLimiter, Permit
+from unenroll.model import ItemOutcome, Outcome
+from unenroll.planning.plan import format_duration
 
 SHOW_WAITS_LONGER_THAN = 0.3  # seconds: shorter waits are the limiter's normal spacing
 MIN_CALLS_FOR_PACE = 3  # calls made before the observed pace counts in the ETA

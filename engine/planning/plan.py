@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, urlencode
 from xml.sax.saxutils import escape
 
-from .adapter import Adapter, Operation
-from .journal import Journal
-from .model import Item, Outcome, Unreadable
-from .pipeline import intake_problem, placeholder_item
-from .secrets import MASK, Secret, scrub
-from .transport import HttpRequest
+from unenroll.accounts.journal import Journal
+from unenroll.contract.declarations import Adapter, Operation
+from unenroll.job.pipeline import intake_problem, placeholder_item
+from unenroll.model import Item, Outcome, Unreadable
+from unenroll.observe.secrets import MASK, Secret, scrub
+from unenroll.wire.http import HttpRequest
 
 Target = tuple[str, ...]
 SAMPLE_SUBJECTS = 3

@@ -28,19 +28,19 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 import anyio
 import click
 
-from .adapter import Adapter, Operation
-from .logs import configure_logging, get_logger
-from .secrets import Secret, scrub
+from unenroll.contract.declarations import Adapter, Operation
+from unenroll.observe.logs import configure_logging, get_logger
+from unenroll.observe.secrets import Secret, scrub
 
 if TYPE_CHECKING:  # imported where used, so `unenroll --help` stays quick
-    from .adapters.registry import VendorEntry
-    from .config import Credentials, RunSettings
-    from .inputs import InputFile
-    from .journal import BackupState, Journal
-    from .ledger import Report
-    from .model import Item
-    from .pipeline import Job
-    from .plan import Plan
+    from unenroll.accounts.journal import BackupState, Journal
+    from unenroll.accounts.ledger import Report
+    from unenroll.adapters.registry import VendorEntry
+    from unenroll.cli.config import Credentials, RunSettings
+    from unenroll.inputs.files import InputFile
+    from unenroll.job.pipeline import Job
+    from unenroll.model import Item
+    from unenroll.planning.plan import Plan
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -76,7 +76,7 @@ def main() -> None:
 def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed: int,
          results: Path | None, json_logs: bool, verbose: bool) -> None:
     """Run a real job against the bundled Zoho People mock (in-process, no credentials)."""
-    from .demo import DemoSettings, run_demo
+    from unenroll.cli.demo import DemoSettings, run_demo
 
     if learners < 1 or batches < 1 or not 0 < time_scale <= 1 or not 0 <= fault_rate < 1:
         raise click.BadParameter("learners and batches must be >= 1, 0 < time-scale <= 1, 0 <= fault-rate < 1")
@@ -99,7 +99,7 @@ def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed
 
 
 def _run_help() -> str:
-    from .adapters.registry import VENDORS, describe_columns
+    from unenroll.adapters.registry import VENDORS, describe_columns
 
     columns = "\n".join(f"    {name:<32}{cols}" for name, cols in describe_columns())
     credentials = "\n".join(f"    {v.name:<10}{line}" if i == 0 else f"    {'':<10}{line}"
@@ -178,7 +178,7 @@ class _RunCommand(click.Command):
 
 
 def _destructive_choices() -> list[str]:
-    from .adapters.registry import DOCEBO_FLAGS
+    from unenroll.adapters.registry import DOCEBO_FLAGS
 
     return list(DOCEBO_FLAGS)
 
@@ -262,9 +262,9 @@ def job_fingerprint(input_sha256: str, vendor: str, operation: str, columns: dic
 def execute_run(o: RunOptions) -> int:
     """``unenroll run``: check everything that can be checked before a call, then plan,
     confirm, back up, run, report. Returns the exit code."""
-    from .adapters.registry import VENDORS
-    from .config import ConfigError, load_credentials, load_settings
-    from .inputs import InputError, InputFile, parse_column_mapping
+    from unenroll.adapters.registry import VENDORS
+    from unenroll.cli.config import ConfigError, load_credentials, load_settings
+    from unenroll.inputs.files import InputError, InputFile, parse_column_mapping
 
     json_logs = o.json_logs or not sys.stderr.isatty()
     level = "debug" if o.verbose else ("info" if json_logs else "warning")
@@ -367,8 +367,8 @@ class _Run:
     async def main(self) -> int:
         import aiohttp
 
-        from .adapters.registry import BuildRequest
-        from .config import ConfigError
+        from unenroll.adapters.registry import BuildRequest
+        from unenroll.cli.config import ConfigError
 
         async with aiohttp.ClientSession() as session:
             self.session = session
@@ -400,10 +400,10 @@ class _Run:
 
     async def _with_adapter(self, vendor_adapter: Adapter, adapter: Adapter) -> int:
         """``adapter`` shows the job's operation only; backups read through ``vendor_adapter``."""
-        from . import backup as backup_api
-        from .inputs import InputError, file_sha256
-        from .journal import Journal, JournalError
-        from .plan import describe, make_plan
+        from unenroll.accounts.journal import Journal, JournalError
+        from unenroll.inputs.files import InputError, file_sha256
+        from unenroll.planning import backup as backup_api
+        from unenroll.planning.plan import describe, make_plan
 
         o = self.o
         base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
@@ -543,7 +543,7 @@ class _Run:
 
     async def _backup(self, adapter: Adapter, items: list[Item], path: Path, journal: Journal) -> str | None:
         """Run (or go on with) the job's backup; why it failed, if it did."""
-        from .backup import BackupError, run_backup
+        from unenroll.planning.backup import BackupError, run_backup
 
         click.echo(f"backing up {len(items):,} enrolments to {path} ...")
         sys.stdout.flush()
@@ -575,7 +575,7 @@ class _Run:
     def _reconciled(self, vendor_adapter: Adapter, adapter: Adapter) -> Adapter:
         """``adapter`` whose refusals the backup's read settles end as the read says
         (``backup.reconcile_refusals``); as it is without a backup file."""
-        from .backup import reconcile_refusals, settled_by_backup
+        from unenroll.planning.backup import reconcile_refusals, settled_by_backup
 
         if self.backup_path is None or not self.backup_path.exists():
             return adapter
@@ -593,9 +593,9 @@ class _Run:
     # -- the job -------------------------------------------------------------------------
 
     async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
-        from .pipeline import Job
-        from .progress import LogProgress, Progress, TerminalBar, observe
-        from .sinks import ResultsWriter
+        from unenroll.accounts.results import ResultsWriter
+        from unenroll.job.pipeline import Job
+        from unenroll.observe.progress import LogProgress, Progress, TerminalBar, observe
 
         specs = {name: adapter.endpoints[name] for name in plan.calls}
         limiters = observe(specs)
@@ -791,7 +791,7 @@ def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, 
     The mock accepts the credentials set in the environment (UNENROLL_ZOHO_CLIENT_ID, ...)
     if there are any, else its own. GET <url>/__mock__/stats shows its calls and state.
     """
-    from .adapters.registry import MockOptions, build_mock
+    from unenroll.adapters.registry import MockOptions, build_mock
 
     options = MockOptions(time_scale=time_scale, seed=seed, fault_rate=fault_rate, latency=latency, courses=courses,
                           batches=batches, learners=learners, plans=plans, courses_per_plan=courses_per_plan,
@@ -804,7 +804,7 @@ def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, 
 
 
 async def _serve_mock(vendor: str, app: Any, host: str, port: int, time_scale: float, env: Sequence[str]) -> None:
-    from .adapters.mocks.common import MockServer
+    from unenroll.adapters.mocks.common import MockServer
 
     # the signal handlers are in place before the URL is printed: whoever reads it may stop us at once
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import anyio
 
-from .secrets import Secret
-from .transport import HttpRequest, Transport, TransportError
+from unenroll.observe.secrets import Secret
+from unenroll.wire.http import HttpRequest, Transport, TransportError
 
 
 class AuthError(Exception):

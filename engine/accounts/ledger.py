@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .chunker import Work
-from .model import ItemOutcome, Outcome
-from .secrets import scrub
+from unenroll.job.queue import Work
+from unenroll.model import ItemOutcome, Outcome
+from unenroll.observe.secrets import scrub
 
 
 class AccountingError(AssertionError):

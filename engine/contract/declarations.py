@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .auth import Auth
-from .limiter import CallLimiter, RollingWindowLimiter, UnlimitedLimiter
-from .model import CallResult, Item, Outcome
-from .transport import HttpRequest, HttpResponse, Transport
+from unenroll.limits.window import CallLimiter, RollingWindowLimiter, UnlimitedLimiter
+from unenroll.model import CallResult, Item, Outcome
+from unenroll.wire.auth import Auth
+from unenroll.wire.http import HttpRequest, HttpResponse, Transport
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from .adapter import Operation
-from .model import Item
+from unenroll.contract.declarations import Operation
+from unenroll.model import Item
 
 
 @dataclass(slots=True, eq=False)

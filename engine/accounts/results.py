@@ -8,7 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .model import ItemOutcome
+from unenroll.model import ItemOutcome
 
 CSV_COLUMNS = ("index", "operation", "target", "subject", "outcome", "code", "message", "attempts", "meta")
 

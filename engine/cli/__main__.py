@@ -1,0 +1,5 @@
+"""``python -m unenroll.cli``: the command line."""
+
+from unenroll.cli.app import main
+
+main()
