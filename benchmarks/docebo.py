@@ -16,9 +16,9 @@ import aiohttp
 from aiohttp import web
 
 from unenroll import EndpointSpec, Item, JobSettings, RetryPolicy, run
-from unenroll.adapters.docebo import Docebo, DoceboLimits
-from unenroll.adapters.mocks.common import Latency
-from unenroll.adapters.mocks.docebo import DoceboMock, DoceboMockConfig, DoceboMockState
+from unenroll.adapters.docebo.adapter import Docebo, DoceboLimits
+from unenroll.adapters.docebo.mock import DoceboMock, DoceboMockConfig, DoceboMockState
+from unenroll.contract.mock import Latency
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets
 from .mockproc import MockApp, MockProcess, wire

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from unenroll.adapters.mocks.common import MockServer, WireOptions
+from unenroll.contract.mock import MockServer, WireOptions
 
 from .measure import ArrivalRecorder, Recording, cpu_seconds, peak_rss_mb
 

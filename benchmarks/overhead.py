@@ -123,7 +123,7 @@ def zoho_ids(courses: int, batches_per_course: int, learners_per_batch: int) -> 
 def unlimited_zoho_mock(courses: int, batches: int, learners: int, fragmented: bool = True) -> MockApp:
     """The Zoho mock with its threshold off, no latency, no faults (run in its own process);
     ``fragmented``: its answers gzip, chunked, in pieces that follow each other at once."""
-    from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
+    from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
 
     config = ZohoMockConfig(threshold=NO_LIMIT, window=1.0, token_lifetime=1e9,
                             wire=wire(fragmented, pause=False))
@@ -138,8 +138,8 @@ def unlimited_zoho_mock(courses: int, batches: int, learners: int, fragmented: b
 
 
 async def loopback(sc: OverheadScenario) -> Row:
-    from unenroll.adapters.mocks.zoho import ZohoMockConfig
-    from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
+    from unenroll.adapters.zoho.adapter import ZohoLimits, ZohoPeople
+    from unenroll.adapters.zoho.mock import ZohoMockConfig
 
     courses, batches = 4, 5
     learners = -(-sc.items // (courses * batches))

@@ -18,9 +18,9 @@ import aiohttp
 from aiohttp import web
 
 from unenroll import EndpointSpec, JobSettings, Outcome, RetryPolicy, run
-from unenroll.adapters.mocks.common import Latency
-from unenroll.adapters.mocks.smarteru import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
-from unenroll.adapters.smarteru import SmarterU, SmarterULimits, unenroll_item
+from unenroll.adapters.smarteru.adapter import SmarterU, SmarterULimits, unenroll_item
+from unenroll.adapters.smarteru.mock import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
+from unenroll.contract.mock import Latency
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
 from .mockproc import MockApp, MockProcess, wire

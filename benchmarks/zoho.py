@@ -30,9 +30,9 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 
 from unenroll import EndpointSpec, Item, ItemOutcome, JobSettings, RetryPolicy, run
-from unenroll.adapters.mocks.common import Faults, Latency
-from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
+from unenroll.adapters.zoho.adapter import ZohoLimits, ZohoPeople
+from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
+from unenroll.contract.mock import Faults, Latency
 
 from .measure import ArrivalRecorder, Row, efficiency, peak_rss_mb, vendor_offsets, window_ceiling
 from .mockproc import MockApp, MockProcess, wire

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from unenroll import EndpointSpec, Item, Operation, Outcome, RetryPolicy
-from unenroll.adapters.mocks.common import HOSTILE_WIRE, LoopbackTLS, WireOptions
-from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
+from unenroll.adapters.zoho.adapter import ZohoLimits, ZohoPeople
+from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
+from unenroll.contract.mock import HOSTILE_WIRE, LoopbackTLS, WireOptions
 from unenroll.model import CallResult, ItemResult
 from unenroll.wire.auth import NoAuth
 from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.adapters.mocks.common import ThresholdCounter
 from unenroll.contract.declarations import EndpointSpec
+from unenroll.contract.mock import ThresholdCounter
 from unenroll.limits.adaptive import AdaptiveRate, AdaptiveRateLimiter, AimdSchedule
 
 EPS = 1e-9

@@ -23,21 +23,22 @@ import pytest
 from tests.conftest import FAST_RETRY, TIME_SCALE, zoho_rig
 from unenroll import EndpointSpec, Item, ItemOutcome, JobSettings, Operation, Outcome, RetryPolicy, Secret, run
 from unenroll.accounts.journal import Journal, JournalError
-from unenroll.adapters import docebo, smarteru, zoho
-from unenroll.adapters.docebo import Docebo, DoceboLimits
-from unenroll.adapters.mocks.common import Faults, Latency
-from unenroll.adapters.mocks.docebo import DoceboMock, DoceboMockConfig, DoceboMockState
-from unenroll.adapters.mocks.smarteru import REPORT_STATUS, SmarterUMock, SmarterUMockConfig, SmarterUMockState
-from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
-from unenroll.adapters.smarteru import ApiKeys, SmarterU
-from unenroll.adapters.zoho import ZohoPeople
+from unenroll.adapters.docebo import adapter as docebo
+from unenroll.adapters.docebo.adapter import Docebo, DoceboLimits
+from unenroll.adapters.docebo.mock import DoceboMock, DoceboMockConfig, DoceboMockState
+from unenroll.adapters.smarteru import adapter as smarteru
+from unenroll.adapters.smarteru.adapter import ApiKeys, SmarterU
+from unenroll.adapters.smarteru.mock import REPORT_STATUS, SmarterUMock, SmarterUMockConfig, SmarterUMockState
+from unenroll.adapters.zoho import adapter as zoho
+from unenroll.adapters.zoho.adapter import ZohoPeople
+from unenroll.adapters.zoho.mock import ZohoMockConfig, ZohoMockState
+from unenroll.contract.declarations import EnrolmentReader, ReadPage
+from unenroll.contract.mock import Faults, Latency
 from unenroll.model import CallResult, CallVerdict, ItemResult
 from unenroll.planning.backup import (
     BackupError,
     BackupPlan,
     BackupResult,
-    EnrolmentReader,
-    ReadPage,
     plan_backup,
     reconcile_refusals,
     run_backup,

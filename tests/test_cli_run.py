@@ -448,7 +448,8 @@ def test_destructive_options_are_in_the_plan_the_summary_and_the_report(tmp_path
 
 
 def test_settings_come_from_the_file_then_the_environment_and_typos_are_errors(tmp_path: Path) -> None:
-    from unenroll.cli.config import ConfigError, load_settings
+    from unenroll.cli.config import load_settings
+    from unenroll.contract.settings import ConfigError
 
     path = tmp_path / "settings.toml"
     path.write_text('time_scale = 0.5\nbase_url = "https://top"\n[job]\nmax_attempts = 3\nbase_delay = 2\n'

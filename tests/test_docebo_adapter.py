@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from unenroll import Item, Outcome
-from unenroll.adapters import docebo
-from unenroll.adapters.docebo import Docebo, DoceboLimits, DoceboOptions
+from unenroll.adapters.docebo import adapter as docebo
+from unenroll.adapters.docebo.adapter import Docebo, DoceboLimits, DoceboOptions
 from unenroll.model import CallVerdict, ItemVerdict
 from unenroll.observe.secrets import Secret
 from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport

@@ -25,10 +25,10 @@ import pytest
 import unenroll
 from tests.conftest import LOOPBACK_HTTP, Network
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, Report, RetryPolicy
-from unenroll.adapters import docebo
-from unenroll.adapters.docebo import Docebo, DoceboLimits
-from unenroll.adapters.mocks.common import Faults, Latency
-from unenroll.adapters.mocks.docebo import DoceboMock, DoceboMockConfig, DoceboMockState
+from unenroll.adapters.docebo import adapter as docebo
+from unenroll.adapters.docebo.adapter import Docebo, DoceboLimits
+from unenroll.adapters.docebo.mock import DoceboMock, DoceboMockConfig, DoceboMockState
+from unenroll.contract.mock import Faults, Latency
 
 TIME_SCALE = 0.01
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.05)
@@ -360,7 +360,7 @@ def _free_port() -> int:
 async def test_the_mock_runs_as_a_process() -> None:
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "unenroll.adapters.mocks.docebo", "--port", str(port), "--courses", "1",
+        sys.executable, "-m", "unenroll.adapters.docebo.mock", "--port", str(port), "--courses", "1",
         "--plans", "1", "--users", "20", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:

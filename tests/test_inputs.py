@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from unenroll import Item
-from unenroll.inputs.files import Column, InputError, InputFile, RowShape, parse_column_mapping
+from unenroll.inputs.files import InputError, InputFile, parse_column_mapping
+from unenroll.inputs.shapes import Column, RowShape
 from unenroll.model import Unreadable
 
 SHAPE = RowShape(

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from unenroll import Item
-from unenroll.inputs.files import Column, InputError, InputFile, RowShape, _physical_lines
+from unenroll.inputs.files import InputError, InputFile, _physical_lines
+from unenroll.inputs.shapes import Column, RowShape
 from unenroll.model import Unreadable
 
 SHAPE = RowShape(

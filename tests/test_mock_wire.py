@@ -23,10 +23,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from unenroll.adapters.mocks.common import Faults, LoopbackTLS, MockServer, WireOptions, mock_app, server_tls
-from unenroll.adapters.mocks.smarteru import SmarterUMock, SmarterUMockConfig, SmarterUMockState
-from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-from unenroll.adapters.smarteru import ApiKeys, build_learner_report, read_learner_report
+from unenroll.adapters.smarteru.adapter import ApiKeys, build_learner_report, read_learner_report
+from unenroll.adapters.smarteru.mock import SmarterUMock, SmarterUMockConfig, SmarterUMockState
+from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
+from unenroll.contract.mock import Faults, LoopbackTLS, MockServer, WireOptions, mock_app, server_tls
 from unenroll.wire.http import AiohttpTransport, HttpRequest, HttpResponse
 
 TIME_SCALE = 0.01
@@ -228,7 +228,7 @@ async def test_each_mock_process_serves_https_with_fragmented_answers(vendor: st
     port, ca_file = _free_port(), tmp_path / "ca.pem"
     extra = ["--require-https"] if vendor == "smarteru" else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"unenroll.adapters.mocks.{vendor}", "--port", str(port), "--time-scale", "0.01",
+        sys.executable, "-m", f"unenroll.adapters.{vendor}.mock", "--port", str(port), "--time-scale", "0.01",
         "--fragmented", "--tls-self-signed", str(ca_file), *extra,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
@@ -260,7 +260,7 @@ async def test_each_mock_process_serves_https_with_fragmented_answers(vendor: st
 @pytest.mark.parametrize("flags", [["--tls-cert", "x.pem"], ["--fragments", "0"],
                                    ["--tls-self-signed", "ca.pem", "--tls-cert", "a", "--tls-key", "b"]])
 def test_a_mocks_bad_wire_flag_ends_in_a_usage_error(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from unenroll.adapters.mocks.docebo import main
+    from unenroll.adapters.docebo.mock import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(flags)

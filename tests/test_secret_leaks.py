@@ -31,8 +31,8 @@ from tests.conftest import TIME_SCALE
 from tests.test_cli_run import clean_env, run_cli
 from unenroll import Item, ItemOutcome, JobSettings, Report, ResultsWriter, RetryPolicy, run
 from unenroll.accounts.journal import Journal
-from unenroll.adapters.mocks.common import MockServer
-from unenroll.adapters.zoho import ZohoLimits, ZohoPeople
+from unenroll.adapters.zoho.adapter import ZohoLimits, ZohoPeople
+from unenroll.contract.mock import MockServer
 from unenroll.observe.logs import configure_logging
 from unenroll.observe.secrets import MASK
 

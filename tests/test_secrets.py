@@ -19,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unenroll.accounts.ledger import Ledger
-from unenroll.cli.config import ConfigError, load_credentials
+from unenroll.cli.config import load_credentials
+from unenroll.contract.settings import ConfigError
 from unenroll.job.queue import Work
 from unenroll.model import Item, Outcome
 from unenroll.observe.logs import configure_logging, get_logger

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unenroll.adapters.mocks.smarteru import BILLION_LAUGHS, EXTERNAL_ENTITY
-from unenroll.adapters.smarteru import (
+from unenroll.adapters.smarteru.adapter import (
     ACCOUNT_TARGET,
     ApiKeys,
     SmarterU,
@@ -24,6 +23,7 @@ from unenroll.adapters.smarteru import (
     unenroll_item,
     validate,
 )
+from unenroll.adapters.smarteru.mock import BILLION_LAUGHS, EXTERNAL_ENTITY
 from unenroll.limits.adaptive import AdaptiveRateLimiter
 from unenroll.limits.window import RollingWindowLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
@@ -362,7 +362,7 @@ def test_blocks_that_contradict_or_cannot_be_matched_make_the_answer_unreadable(
 
 
 def test_a_report_without_its_learner_report_or_with_an_unmatched_enrolment_is_unreadable() -> None:
-    from unenroll.adapters.smarteru import read_report_page
+    from unenroll.adapters.smarteru.adapter import read_report_page
 
     for info in ("<Info/>", "<Info><LearnerReport><Enrollment><Status>Enrolled</Status></Enrollment></LearnerReport>"
                  "</Info>", "<Info><LearnerReport><Enrollment><ID>1</ID><Status>Enrolled</Status></Enrollment>"

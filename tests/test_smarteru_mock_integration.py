@@ -18,9 +18,7 @@ import structlog
 
 from tests.conftest import LOOPBACK_HTTP, Network
 from unenroll import ItemOutcome, JobSettings, Outcome, RetryPolicy, run
-from unenroll.adapters.mocks.common import Faults
-from unenroll.adapters.mocks.smarteru import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
-from unenroll.adapters.smarteru import (
+from unenroll.adapters.smarteru.adapter import (
     ApiKeys,
     SmarterU,
     SmarterULimits,
@@ -30,6 +28,8 @@ from unenroll.adapters.smarteru import (
     read_unenroll,
     unenroll_item,
 )
+from unenroll.adapters.smarteru.mock import QUEUED, SmarterUMock, SmarterUMockConfig, SmarterUMockState
+from unenroll.contract.mock import Faults
 from unenroll.model import CallResult, CallVerdict
 from unenroll.observe.logs import configure_logging
 from unenroll.wire.http import AiohttpTransport, HttpResponse

@@ -11,7 +11,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from unenroll import Item, Outcome
-from unenroll.adapters import zoho
+from unenroll.adapters.zoho import adapter as zoho
 from unenroll.model import CallResult, CallVerdict, ItemVerdict
 from unenroll.wire.http import HttpResponse
 

@@ -16,9 +16,9 @@ from aiolimiter import AsyncLimiter
 
 from tests.conftest import FAST_RETRY, TIME_SCALE, Network, unenroll_items, zoho_rig
 from unenroll import Item, ItemOutcome, JobSettings, Outcome, ResultsWriter, RetryPolicy, run
-from unenroll.adapters.mocks.common import Faults, Latency
-from unenroll.adapters.mocks.zoho import ZohoMockConfig, ZohoMockState
-from unenroll.adapters.zoho import ZohoLimits
+from unenroll.adapters.zoho.adapter import ZohoLimits
+from unenroll.adapters.zoho.mock import ZohoMockConfig, ZohoMockState
+from unenroll.contract.mock import Faults, Latency
 
 SETTINGS = JobSettings(retry=FAST_RETRY, linger=0.5, seed=1)  # the input is a list: chunks fill at once
 
@@ -281,7 +281,7 @@ async def test_a_bad_refresh_token_stops_the_job_with_a_clear_error() -> None:
     config = ZohoMockConfig(time_scale=TIME_SCALE)
     mock_config = ZohoMockConfig(time_scale=TIME_SCALE, refresh_token="the-right-one")
     async with zoho_rig(mock_config, state, limits=ZohoLimits(margin=5.0)) as rig:
-        from unenroll.adapters.zoho import ZohoPeople
+        from unenroll.adapters.zoho.adapter import ZohoPeople
 
         async with aiohttp.ClientSession() as session:
             wrong = ZohoPeople(session=session, base_url=rig.url, accounts_url=rig.url, refresh_token="wrong",

@@ -1,6 +1,6 @@
 """The ``unenroll`` command line: ``run`` a job from a file, ``mock serve`` a sandbox, ``demo``.
 
-Only this module knows the vendor registry (``unenroll.adapters.registry``); the rest
+Only the command line looks vendors up (``unenroll.cli.plugins``, from entry points); the rest
 of the engine stays vendor-neutral.
 
 Exit codes of ``run``: 0 every item reached the wanted state (repeated rows aside), 1 some
@@ -35,8 +35,8 @@ from unenroll.observe.secrets import Secret, scrub
 if TYPE_CHECKING:  # imported where used, so `unenroll --help` stays quick
     from unenroll.accounts.journal import BackupState, Journal
     from unenroll.accounts.ledger import Report
-    from unenroll.adapters.registry import VendorEntry
-    from unenroll.cli.config import Credentials, RunSettings
+    from unenroll.contract.plugin import VendorPlugin
+    from unenroll.contract.settings import Credentials, RunSettings
     from unenroll.inputs.files import InputFile
     from unenroll.job.pipeline import Job
     from unenroll.model import Item
@@ -99,7 +99,9 @@ def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed
 
 
 def _run_help() -> str:
-    from unenroll.adapters.registry import VENDORS, describe_columns
+    from unenroll.cli.plugins import describe_columns, vendors
+
+    VENDORS = vendors()
 
     columns = "\n".join(f"    {name:<32}{cols}" for name, cols in describe_columns())
     credentials = "\n".join(f"    {v.name:<10}{line}" if i == 0 else f"    {'':<10}{line}"
@@ -168,6 +170,12 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width)
 
 
+def _vendor_names() -> list[str]:
+    from unenroll.cli.plugins import vendor_names
+
+    return vendor_names()
+
+
 class _RunCommand(click.Command):
     """``run``'s help names the vendors' columns and credentials, read from the registry
     only when help is asked for."""
@@ -178,9 +186,9 @@ class _RunCommand(click.Command):
 
 
 def _destructive_choices() -> list[str]:
-    from unenroll.adapters.registry import DOCEBO_FLAGS
+    from unenroll.cli.plugins import all_destructive_flags
 
-    return list(DOCEBO_FLAGS)
+    return list(all_destructive_flags())
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +212,7 @@ class RunOptions:
 
 
 @main.command("run", cls=_RunCommand, short_help="Unenroll every row of a CSV or JSONL file.")
-@click.argument("vendor", metavar="VENDOR", type=click.Choice(["zoho", "smarteru", "docebo"]))
+@click.argument("vendor", metavar="VENDOR", type=click.Choice(_vendor_names()))
 @click.argument("input_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--operation", "-o", metavar="NAME",
               help="What to do with each row (default: unenroll); see \"Columns each row needs\" above.")
@@ -262,8 +270,11 @@ def job_fingerprint(input_sha256: str, vendor: str, operation: str, columns: dic
 def execute_run(o: RunOptions) -> int:
     """``unenroll run``: check everything that can be checked before a call, then plan,
     confirm, back up, run, report. Returns the exit code."""
-    from unenroll.adapters.registry import VENDORS
-    from unenroll.cli.config import ConfigError, load_credentials, load_settings
+    from unenroll.cli.plugins import vendors
+
+    VENDORS = vendors()
+    from unenroll.cli.config import load_credentials, load_settings
+    from unenroll.contract.settings import ConfigError
     from unenroll.inputs.files import InputError, InputFile, parse_column_mapping
 
     json_logs = o.json_logs or not sys.stderr.isatty()
@@ -335,7 +346,7 @@ class _Run:
     once, saying that no report was written.
     """
 
-    def __init__(self, o: RunOptions, entry: VendorEntry, settings: RunSettings, credentials: Credentials,
+    def __init__(self, o: RunOptions, entry: VendorPlugin, settings: RunSettings, credentials: Credentials,
                  input_file: InputFile, engine_operation: str, operation_name: str, results: Path,
                  journal_path: Path) -> None:
         self.o = o
@@ -367,8 +378,8 @@ class _Run:
     async def main(self) -> int:
         import aiohttp
 
-        from unenroll.adapters.registry import BuildRequest
-        from unenroll.cli.config import ConfigError
+        from unenroll.contract.plugin import BuildRequest
+        from unenroll.contract.settings import ConfigError
 
         async with aiohttp.ClientSession() as session:
             self.session = session
@@ -762,7 +773,7 @@ def mock() -> None:
 
 
 @mock.command("serve")
-@click.argument("vendor", type=click.Choice(["zoho", "smarteru", "docebo"]))
+@click.argument("vendor", type=click.Choice(_vendor_names()))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -804,7 +815,7 @@ def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, 
 
 
 async def _serve_mock(vendor: str, app: Any, host: str, port: int, time_scale: float, env: Sequence[str]) -> None:
-    from unenroll.adapters.mocks.common import MockServer
+    from unenroll.contract.mock import MockServer
 
     # the signal handlers are in place before the URL is printed: whoever reads it may stop us at once
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -25,16 +25,15 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unenroll.job.pipeline import JobSettings
+from unenroll.contract.settings import DEFAULT_CONFIRM_ABOVE, ConfigError, Connection, Credentials, RunSettings
 from unenroll.job.retry import RetryPolicy
+from unenroll.job.settings import JobSettings
 from unenroll.observe.secrets import SHORTEST_SCRUBBED, Secret
 
 ENV_PREFIX = "UNENROLL_"
-DEFAULT_CONFIRM_ABOVE = 1000
 
 # key -> type, for the keys that say how to reach a vendor (top level or a vendor's table)
 CONNECTION_KEYS: dict[str, type] = {
@@ -53,31 +52,6 @@ JOB_KEYS: dict[str, type] = {
     **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int, "max_pause": float,
 }
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
-
-
-class ConfigError(Exception):
-    """Settings or credentials that cannot be used; the message says which and where."""
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    base_url: str | None = None
-    accounts_url: str | None = None
-    timeout: float | None = None
-    allow_insecure_http: bool = False
-    time_scale: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """Everything a run needs that is not the input, the credentials or a flag."""
-
-    vendor: str
-    connection: Connection = field(default_factory=Connection)
-    limits: Mapping[str, float] = field(default_factory=dict)  # overrides of the vendor's limits
-    job: JobSettings = field(default_factory=JobSettings)
-    confirm_above: int = DEFAULT_CONFIRM_ABOVE  # the change guard asks above this many items
-    sources: Mapping[str, str] = field(default_factory=dict)  # key -> where its value came from
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
@@ -188,21 +162,6 @@ def load_settings(
 
 
 # -- credentials ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """Credential values by their variable name, each a :class:`Secret`."""
-
-    values: Mapping[str, Secret] = field(default_factory=dict)
-    sources: Mapping[str, str] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    def get(self, name: str) -> Secret | None:
-        return self.values.get(name)
-
-    def __repr__(self) -> str:
-        return f"Credentials(names={sorted(self.values)})"
 
 
 def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[str, str]) -> Credentials:

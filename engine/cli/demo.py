@@ -17,8 +17,9 @@ import aiohttp
 
 from unenroll.accounts.ledger import Report
 from unenroll.accounts.results import ResultsWriter
-from unenroll.job.pipeline import JobSettings, run
+from unenroll.job.pipeline import run
 from unenroll.job.retry import RetryPolicy
+from unenroll.job.settings import JobSettings
 from unenroll.model import Item
 
 
@@ -49,9 +50,9 @@ def demo_items(batches: dict[tuple[str, str], dict[str, str]], seed: int) -> Ite
 
 async def run_demo(settings: DemoSettings) -> tuple[Report, dict[str, Any]]:
     """Start the mock on 127.0.0.1, run the job, return the report and the mock's stats."""
-    from unenroll.adapters.mocks.common import Faults, Latency
-    from unenroll.adapters.mocks.zoho import ZohoMock, ZohoMockConfig, ZohoMockState
-    from unenroll.adapters.zoho import ZohoPeople
+    from unenroll.adapters.zoho.adapter import ZohoPeople
+    from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
+    from unenroll.contract.mock import Faults, Latency
 
     per_batch = max(1, settings.learners // settings.batches)
     state = ZohoMockState.generate(courses=2, batches_per_course=max(1, settings.batches // 2),

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from unenroll.limits.window import CallLimiter, RollingWindowLimiter, UnlimitedLimiter
-from unenroll.model import CallResult, Item, Outcome
+from unenroll.model import CallResult, Item, ItemResult, Outcome
 from unenroll.wire.auth import Auth
 from unenroll.wire.http import HttpRequest, HttpResponse, Transport
 
@@ -133,3 +133,41 @@ class Adapter(Protocol):
     def transport(self) -> Transport: ...
     @property
     def auth(self) -> Auth: ...
+
+
+# -- reads, for backups ------------------------------------------------------------------------
+
+Target = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPage:
+    """One answer of a read: the records of targeted subjects it holds, and whether
+    another page follows."""
+
+    records: Mapping[str, Mapping[str, Any]]  # subject -> the vendor's record
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentReader:
+    """How one operation's targets are read, declared by the adapter.
+
+    ``max_subjects`` is how many subjects one read filters on (its pages are followed to
+    the end); ``None`` means the read lists the whole target and every subject is picked
+    from its pages. ``plan_calls(target, n_items)`` is the calls reading ``n_items`` of a
+    target costs: exact, or a lower bound when ``plan_is_exact`` is false (the target's
+    size is only known by reading it), ``plan_note`` then says why. ``build_page`` and
+    ``read_page`` are pure; pages count from 0.
+    """
+
+    endpoint: str
+    build_page: Callable[[Target, Sequence[str], int], HttpRequest]
+    read_page: Callable[[Target, Sequence[str], HttpResponse], ReadPage | CallResult]
+    plan_calls: Callable[[Target, int], int]
+    max_subjects: int | None = None
+    plan_is_exact: bool = True
+    plan_note: str | None = None
+    # given a subject's backup record (None: the read did not list it), its final result
+    # when the read alone shows the item needs no change; see :func:`reconcile_refusals`
+    settled: Callable[[Mapping[str, Any] | None], ItemResult | None] | None = None

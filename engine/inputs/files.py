@@ -26,7 +26,7 @@ Problems with the file as a whole (a column missing from the header, an empty fi
 UTF-16 file) raise :class:`InputError` before any item is produced. A UTF-8 byte order
 mark is skipped. Blank lines are not rows.
 
-The reader is vendor-neutral: a :class:`RowShape` (from the vendor registry) names the
+The reader is vendor-neutral: a :class:`RowShape` (from the vendor plugin) names the
 columns an operation needs and turns their values into an item's target and subject.
 """
 
@@ -37,11 +37,11 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
+from unenroll.inputs.shapes import RowShape
 from unenroll.model import Item, Unreadable
 
 MAX_LINE_BYTES = 64 * 1024
@@ -54,31 +54,6 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 class InputError(Exception):
     """The input file cannot be used as asked (no such column, empty, not UTF-8 text)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One value an operation needs from each row. ``aliases`` are other header names
-    that mean the same (the vendor's own name for it, say), tried after ``name``."""
-
-    name: str
-    help: str = ""
-    aliases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RowShape:
-    """What a row means for one operation: its columns, and how their values make an
-    item's target and subject (``to_item(values) -> (target, subject)``; it is only
-    given rows with a value in every column)."""
-
-    operation: str  # the adapter's operation name
-    columns: tuple[Column, ...]
-    to_item: Callable[[Mapping[str, str]], tuple[tuple[str, ...], str]]
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
 
 
 def detect_format(path: Path) -> Format:

@@ -26,7 +26,6 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -37,7 +36,7 @@ from unenroll.accounts.journal import Journal
 from unenroll.accounts.ledger import EndpointStats, Ledger, OutcomeSink, Report
 from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
 from unenroll.job.queue import Chunk, ChunkBuffer, Work
-from unenroll.job.retry import RetryPolicy
+from unenroll.job.settings import JobSettings
 from unenroll.limits.window import CallLimiter, Permit
 from unenroll.model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
 from unenroll.observe.logs import get_logger
@@ -46,35 +45,6 @@ from unenroll.wire.auth import AuthError, headers_with_retry
 from unenroll.wire.http import TransportError
 
 Items = Iterable[Any] | AsyncIterable[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class JobSettings:
-    """Knobs of a job that are not a vendor's limits (those live on the adapter)."""
-
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_throttles: int = 10  # lock/429 answers one item may meet before it gives up
-    max_buffered_items: int = 20_000  # per endpoint: the intake waits above this
-    linger: float = 0.25  # seconds a partial chunk waits for more items while input flows
-    max_chunk_wait: float = 30.0  # a partial chunk this old goes before fuller ones (rare targets)
-    outcome_buffer: int = 1_000  # outcomes held for a slow stream consumer
-    seed: int | None = None  # for backoff jitter
-    stop_grace: float = 30.0  # seconds a stopping job waits for a stream reader to take what is left
-    max_pause: float = 3600.0  # the longest a vendor's Retry-After may pause an endpoint (vendor time)
-
-    def __post_init__(self) -> None:
-        if self.max_buffered_items < 1 or self.outcome_buffer < 1:
-            raise ValueError("max_buffered_items and outcome_buffer must be at least 1")
-        if self.linger < 0 or self.max_throttles < 0 or self.stop_grace < 0 or self.max_chunk_wait < 0:
-            raise ValueError("linger, max_chunk_wait, max_throttles and stop_grace cannot be negative")
-        if not 0.0 < self.max_pause < math.inf:  # NaN fails too
-            raise ValueError("max_pause must be a number of seconds above 0")
-
-    def scaled(self, time_scale: float) -> JobSettings:
-        """The durations that stand for vendor time (the retry policy, ``max_pause``)
-        multiplied by ``time_scale``, as ``EndpointSpec.scaled`` does the vendor's limits;
-        ``linger``, ``max_chunk_wait`` and ``stop_grace`` are our own and stay."""
-        return replace(self, retry=self.retry.scaled(time_scale), max_pause=self.max_pause * time_scale)
 
 
 class _Endpoint:

@@ -34,7 +34,7 @@ import json
 import os
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,50 +42,17 @@ from typing import Any, BinaryIO
 import anyio
 
 from unenroll.accounts.journal import BackupState, Journal
-from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
+from unenroll.contract.declarations import Adapter, EndpointSpec, EnrolmentReader, Operation, ReadPage
 from unenroll.job.retry import RetryPolicy
 from unenroll.limits.window import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
 from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
 from unenroll.wire.auth import AuthError, headers_with_retry
-from unenroll.wire.http import HttpRequest, HttpResponse, TransportError
+from unenroll.wire.http import HttpResponse, TransportError
 
 Target = tuple[str, ...]
 DEFAULT_MAX_PAUSE = 3600.0  # as JobSettings.max_pause: one hour of vendor time
-
-
-@dataclass(frozen=True, slots=True)
-class ReadPage:
-    """One answer of a read: the records of targeted subjects it holds, and whether
-    another page follows."""
-
-    records: Mapping[str, Mapping[str, Any]]  # subject -> the vendor's record
-    more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EnrolmentReader:
-    """How one operation's targets are read, declared by the adapter.
-
-    ``max_subjects`` is how many subjects one read filters on (its pages are followed to
-    the end); ``None`` means the read lists the whole target and every subject is picked
-    from its pages. ``plan_calls(target, n_items)`` is the calls reading ``n_items`` of a
-    target costs: exact, or a lower bound when ``plan_is_exact`` is false (the target's
-    size is only known by reading it), ``plan_note`` then says why. ``build_page`` and
-    ``read_page`` are pure; pages count from 0.
-    """
-
-    endpoint: str
-    build_page: Callable[[Target, Sequence[str], int], HttpRequest]
-    read_page: Callable[[Target, Sequence[str], HttpResponse], ReadPage | CallResult]
-    plan_calls: Callable[[Target, int], int]
-    max_subjects: int | None = None
-    plan_is_exact: bool = True
-    plan_note: str | None = None
-    # given a subject's backup record (None: the read did not list it), its final result
-    # when the read alone shows the item needs no change; see :func:`reconcile_refusals`
-    settled: Callable[[Mapping[str, Any] | None], ItemResult | None] | None = None
 
 
 class BackupError(Exception):

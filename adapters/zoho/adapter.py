@@ -26,17 +26,25 @@ from urllib.parse import quote
 
 import aiohttp
 
-from unenroll.adapters.echoed_ids import exact_id
-from unenroll.contract.declarations import EndpointSpec, Operation
-from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.observe.secrets import Secret
-from unenroll.planning.backup import EnrolmentReader, ReadPage
-from unenroll.wire.auth import Auth, OAuthTokenAuth, StaticTokenAuth
-from unenroll.wire.http import (
+from unenroll.contract import (
     AiohttpTransport,
+    Auth,
+    CallResult,
+    CallVerdict,
+    EndpointSpec,
+    EnrolmentReader,
     HttpRequest,
     HttpResponse,
+    Item,
+    ItemResult,
+    OAuthTokenAuth,
+    Operation,
+    Outcome,
+    ReadPage,
+    Secret,
+    StaticTokenAuth,
     Transport,
+    exact_id,
     is_loopback,
     json_body,
     require_private_channel,

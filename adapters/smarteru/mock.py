@@ -26,7 +26,7 @@ faults injected, and (unless ``?state=0``) the enrolment state.
 
 Error ids and the 429 are ours; the messages are SmarterU's documented ones.
 
-Run it as a process: ``python -m unenroll.adapters.mocks.smarteru --port 8081`` (``--help``
+Run it as a process: ``python -m unenroll.adapters.smarteru.mock --port 8081`` (``--help``
 lists the wire and HTTPS flags).
 """
 
@@ -47,7 +47,7 @@ import defusedxml.ElementTree as SafeET
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
-from .common import (
+from unenroll.contract.mock import (
     FaultLog,
     Faults,
     Latency,

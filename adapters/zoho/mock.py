@@ -8,7 +8,7 @@ unknown course or batch; 400 for a malformed erecno; tokens that expire; seeded 
 and faults; answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls);
 every duration multiplied by ``time_scale``.
 
-Run it as a process: ``python -m unenroll.adapters.mocks.zoho --port 8080`` (``--help``
+Run it as a process: ``python -m unenroll.adapters.zoho.mock --port 8080`` (``--help``
 lists the wire and HTTPS flags).
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import (
+from unenroll.contract.mock import (
     FaultLog,
     Faults,
     Latency,

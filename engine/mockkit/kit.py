@@ -111,6 +111,12 @@ class Faults:
     wrong_type: float = 0.0  # a plain-text body where JSON was expected
     hang_seconds: float = 30.0
 
+    @classmethod
+    def at_rate(cls, rate: float) -> Faults:
+        """``rate`` of calls faulted, in equal shares: server errors, drops, truncated bodies."""
+        share = rate / 3
+        return cls(server_error=share, drop=share, truncated=share)
+
     def draw(self, rng: random.Random) -> str | None:
         roll = rng.random()
         for name in ("server_error", "drop", "hang", "truncated", "html", "wrong_type"):

@@ -45,20 +45,27 @@ import aiohttp
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from unenroll.contract.declarations import EndpointSpec, Operation
-from unenroll.limits.adaptive import AdaptiveRate
-from unenroll.limits.window import CallLimiter
-from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
-from unenroll.observe.secrets import Secret, scrub  # scrubbed before cut: half a secret is not recognised
-from unenroll.planning.backup import EnrolmentReader, ReadPage
-from unenroll.wire.auth import NoAuth
-from unenroll.wire.http import (
+from unenroll.contract import (  # scrubbed before cut: half a secret is not recognised
     LOOPBACK_HOSTS,
+    AdaptiveRate,
     AiohttpTransport,
+    CallLimiter,
+    CallResult,
+    CallVerdict,
+    EndpointSpec,
+    EnrolmentReader,
     HttpRequest,
     HttpResponse,
+    Item,
+    ItemResult,
+    NoAuth,
+    Operation,
+    Outcome,
+    ReadPage,
+    Secret,
     Transport,
     retry_after_seconds,
+    scrub,
 )
 
 UNENROLL = "unenroll"

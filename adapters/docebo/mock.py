@@ -20,7 +20,7 @@ Mechanisms, each a setting and time-scaled:
   leaves that share of pairs out of an answer *and* undone (the client must re-send them);
 - answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls; ``common``).
 
-Run it as a process: ``python -m unenroll.adapters.mocks.docebo --port 8080`` (``--help``
+Run it as a process: ``python -m unenroll.adapters.docebo.mock --port 8080`` (``--help``
 lists the wire and HTTPS flags).
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import (
+from unenroll.contract.mock import (
     FaultLog,
     Faults,
     Latency,
