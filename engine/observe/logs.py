@@ -68,17 +68,22 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _processors(renderer: Any) -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+        _ScrubbedRenderer(renderer),
+    ]
+
+
 def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog for the whole process: console or JSON lines, on ``stream``."""
+    """Set up structlog for the whole process: console or JSON lines, on ``stream``.
+    For applications (the command line calls it); the library never does."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            _ScrubbedRenderer(renderer),
-        ],
+        processors=_processors(renderer),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
@@ -86,8 +91,16 @@ def configure_logging(*, json: bool = False, level: str = "info", stream: TextIO
 
 
 def get_logger(**context: Any) -> Any:
-    """Our logger. If the application has not configured structlog, warnings and errors
-    go to stderr with secrets redacted; call :func:`configure_logging` for more."""
-    if not structlog.is_configured():
-        configure_logging(level="warning")
-    return structlog.get_logger("unenroll").bind(**context)
+    """Our logger, bound to ``context``. It follows the process's structlog configuration
+    if the application made one (:func:`configure_logging`, or its own); otherwise warnings
+    and errors go to stderr with secrets redacted and nothing else is written. Either way
+    the library configures nothing for the process: the choice at the time of the call
+    holds for the logger returned."""
+    if structlog.is_configured():
+        return structlog.get_logger("unenroll").bind(**context)
+    quiet = structlog.wrap_logger(
+        structlog.PrintLogger(_CurrentStderr()),  # type: ignore[arg-type]
+        processors=_processors(structlog.dev.ConsoleRenderer(colors=False)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    return quiet.bind(**context)
