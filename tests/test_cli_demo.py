@@ -12,7 +12,8 @@ from unenroll.cli.app import main
 
 def test_the_demo_runs_a_job_and_writes_every_outcome(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
-    outcome = CliRunner().invoke(main, ["demo", "--learners", "600", "--batches", "2", "--results", str(results)])
+    args = ["demo", "--results", str(results), "zoho", "--batches", "1", "--learners", "300"]
+    outcome = CliRunner().invoke(main, args)
     assert outcome.exit_code == 0, outcome.output
     assert "unenrolled" in outcome.output and "0 lock-outs" in outcome.output
     lines = [json.loads(line) for line in results.read_text().splitlines()]

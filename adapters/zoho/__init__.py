@@ -117,7 +117,7 @@ def _sandbox(request: MockRequest) -> Sandbox:
     )
     state = mock.ZohoMockState.generate(request.option("courses", 2), request.option("batches", 2),
                                         request.option("learners", 100), seed=request.seed)
-    env: list[str] = []
+    env = ["UNENROLL_ACCOUNTS_URL={url}"]  # the mock serves the token endpoint too
     if "UNENROLL_ZOHO_REFRESH_TOKEN" not in request.environ:
         env += [f"UNENROLL_ZOHO_REFRESH_TOKEN={config.refresh_token}", f"UNENROLL_ZOHO_CLIENT_ID={config.client_id}",
                 f"UNENROLL_ZOHO_CLIENT_SECRET={config.client_secret}"]
@@ -133,6 +133,7 @@ MOCK = MockPlugin(
     ),
     build=_sandbox,
     hint="--courses, --batches (per course) and --learners (per batch)",
+    demo_options={"courses": 2, "batches": 3, "learners": 1000},
 )
 
 ZOHO = VendorPlugin(

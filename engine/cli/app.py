@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,44 +54,8 @@ def main() -> None:
     unenroll run VENDOR FILE --dry-run   check a file and see the plan; sends nothing
     unenroll mock serve VENDOR           a local sandbox to rehearse against
     unenroll run VENDOR FILE             the real thing (see `unenroll run --help`)
-    unenroll demo                        a self-contained demo against a Zoho mock
+    unenroll demo [VENDOR]               a self-contained demo against a vendor's bundled mock
     """
-
-
-# -- demo ----------------------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--learners", default=6000, show_default=True, help="Learners enrolled in the mock.")
-@click.option("--batches", default=6, show_default=True, help="Batches they are spread over.")
-@click.option("--time-scale", default=0.01, show_default=True,
-              help="Multiply every window, lock and latency by this (0.01: a minute lasts 0.6 s).")
-@click.option("--fault-rate", default=0.05, show_default=True, help="Share of calls the mock answers with a fault.")
-@click.option("--seed", default=42, show_default=True)
-@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write every outcome here (.jsonl or .csv).")
-@click.option("--json-logs", is_flag=True, help="Log JSON lines to stderr.")
-@click.option("--verbose", "-v", is_flag=True, help="Log every chunk.")
-def demo(learners: int, batches: int, time_scale: float, fault_rate: float, seed: int,
-         results: Path | None, json_logs: bool, verbose: bool) -> None:
-    """Run a real job against the bundled Zoho People mock (in-process, no credentials)."""
-    from unenroll.cli.demo import DemoSettings, run_demo
-
-    if learners < 1 or batches < 1 or not 0 < time_scale <= 1 or not 0 <= fault_rate < 1:
-        raise click.BadParameter("learners and batches must be >= 1, 0 < time-scale <= 1, 0 <= fault-rate < 1")
-    configure_logging(json=json_logs, level="debug" if verbose else "warning")
-    settings = DemoSettings(learners, batches, time_scale, fault_rate, seed, results)
-    click.echo(f"Starting the Zoho People mock on 127.0.0.1 (time scale {time_scale}: "
-               f"a 60 s window lasts {60 * time_scale:g} s) and unenrolling about {learners} learners...")
-    report, stats = anyio.run(run_demo, settings)
-    click.echo(report.summary())
-    endpoint = stats["endpoints"]["unenroll"]
-    click.echo(f"mock's view: {endpoint['calls']} calls, at most {endpoint['max_in_rolling_window']} in any "
-               f"rolling window (limit 30), {endpoint['lock_events']} lock-outs, faults injected "
-               f"{json.dumps(stats['faults'])}")
-    if results is not None:
-        click.echo(f"every outcome written to {results}")
-    raise SystemExit(0 if report.stopped is None else 3)
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -772,66 +735,14 @@ def mock() -> None:
     """Mock vendor servers to rehearse against (a sandbox on this machine)."""
 
 
-@mock.command("serve")
-@click.argument("vendor", type=click.Choice(_vendor_names()))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
-@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Multiply every window, lock and latency by this (0.01: a minute lasts 0.6 s).")
-@click.option("--seed", default=0, show_default=True, help="Seeds the state, latency and faults.")
-@click.option("--fault-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Share of calls answered with a 5xx, a dropped connection or a truncated body.")
-@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds each answer takes (before the time scale).")
-@click.option("--courses", default=2, show_default=True, help="(zoho, docebo) Courses.")
-@click.option("--batches", default=2, show_default=True, help="(zoho) Batches per course.")
-@click.option("--learners", default=100, show_default=True,
-              help="(zoho) Learners per batch; (docebo) users per course and plan.")
-@click.option("--plans", default=2, show_default=True, help="(docebo) Learning plans.")
-@click.option("--courses-per-plan", default=3, show_default=True, help="(docebo) Courses in each plan.")
-@click.option("--enrolled", default=1000, show_default=True, help="(smarteru) Enrolments.")
-@click.option("--queued", default=0, show_default=True, help="(smarteru) Enrolments already queued.")
-@click.option("--queue-delay", default=60.0, show_default=True,
-              help="(smarteru) Seconds until a queued unenrolment is done.")
-def mock_serve(vendor: str, host: str, port: int, time_scale: float, seed: int, fault_rate: float, latency: float,
-               courses: int, batches: int, learners: int, plans: int, courses_per_plan: int, enrolled: int,
-               queued: int, queue_delay: float) -> None:
-    """Serve VENDOR's mock API until SIGTERM or Ctrl-C.
+def _add_sandbox_commands() -> None:
+    from unenroll.cli.sandbox import demo, mock_serve
 
-    Prints the URL it serves on first (flushed), then the settings a run needs to use it.
-    The mock accepts the credentials set in the environment (UNENROLL_ZOHO_CLIENT_ID, ...)
-    if there are any, else its own. GET <url>/__mock__/stats shows its calls and state.
-    """
-    from unenroll.adapters.registry import MockOptions, build_mock
-
-    options = MockOptions(time_scale=time_scale, seed=seed, fault_rate=fault_rate, latency=latency, courses=courses,
-                          batches=batches, learners=learners, plans=plans, courses_per_plan=courses_per_plan,
-                          enrolled=enrolled, queued=queued, queue_delay=queue_delay, environ=dict(os.environ))
-    app, env = build_mock(vendor, options)
-    try:
-        anyio.run(_serve_mock, vendor, app, host, port, time_scale, env)
-    except OSError as exc:  # the port is taken, or the host is not ours
-        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+    mock.add_command(mock_serve)
+    main.add_command(demo)
 
 
-async def _serve_mock(vendor: str, app: Any, host: str, port: int, time_scale: float, env: Sequence[str]) -> None:
-    from unenroll.contract.mock import MockServer
-
-    # the signal handlers are in place before the URL is printed: whoever reads it may stop us at once
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with MockServer(app, host, port) as server:
-            click.echo(f"mock {vendor} serving on {server.url}")
-            settings = [f"UNENROLL_BASE_URL={server.url}", "UNENROLL_ALLOW_INSECURE_HTTP=1",
-                        f"UNENROLL_TIME_SCALE={time_scale:g}"]
-            if vendor == "zoho":
-                settings.insert(1, f"UNENROLL_ACCOUNTS_URL={server.url}")
-            click.echo("rehearse with: " + " ".join([*settings, *env]))
-            click.echo(f"stats: {server.url}/__mock__/stats (Ctrl-C or SIGTERM stops it)")
-            sys.stdout.flush()
-            started = time.monotonic()
-            async for _ in signals:
-                break
-    click.echo(f"mock {vendor} stopped after {time.monotonic() - started:.0f} s")
+_add_sandbox_commands()
 
 
 if __name__ == "__main__":

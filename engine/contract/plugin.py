@@ -109,6 +109,7 @@ class MockPlugin:
     options: tuple[MockOption, ...]
     build: Callable[[MockRequest], Sandbox]
     hint: str = ""  # how the mock's state looks, for `mock serve --help`
+    demo_options: Mapping[str, Any] = field(default_factory=dict)  # `unenroll demo`'s size, where not the default
 
 
 @dataclass(frozen=True, slots=True)
