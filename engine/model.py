@@ -19,7 +19,7 @@ class Outcome(enum.StrEnum):
     # done: the operation's success (each operation names which one it reports)
     UNENROLLED = "unenrolled"
     SHARED = "shared"
-    QUEUED = "queued"  # accepted into a vendor's processing queue (SmarterU)
+    QUEUED = "queued"  # accepted into a vendor's processing queue, done later
     # already in the wanted state: not an error
     NOT_ENROLLED = "not_enrolled"
     # never sent
@@ -46,8 +46,8 @@ _DONE = frozenset({Outcome.UNENROLLED, Outcome.SHARED, Outcome.QUEUED})
 class Item(NamedTuple):
     """One unit of work: do ``operation`` to ``subject`` within ``target``.
 
-    ``target`` is the tuple of ids the vendor groups a call by (Zoho: course and batch;
-    Docebo: kind and course or plan id). ``meta`` is the caller's own data and comes back
+    ``target`` is the tuple of ids the vendor groups a call by (e.g. a course and
+    a batch, or a kind and an id). ``meta`` is the caller's own data and comes back
     untouched with the item's outcome.
     """
 

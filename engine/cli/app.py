@@ -65,6 +65,7 @@ def _run_help() -> str:
     from unenroll.cli.plugins import describe_columns, vendors
 
     VENDORS = vendors()
+    example = next(iter(VENDORS), "VENDOR")
 
     columns = "\n".join(f"    {name:<32}{cols}" for name, cols in describe_columns())
     credentials = "\n".join(f"    {v.name:<10}{line}" if i == 0 else f"    {'':<10}{line}"
@@ -80,18 +81,18 @@ and prints the plan (calls, the least time the limits allow, a sample request) a
 nothing:
 
 \b
-    unenroll run zoho learners.csv --dry-run
+    unenroll run {example} learners.csv --dry-run
 
-Rehearse against a sandbox (`unenroll mock serve zoho` starts one), then run it for real,
+Rehearse against a sandbox (`unenroll mock serve {example}` starts one), then run it for real,
 backing up the current enrolments first:
 
 \b
-    unenroll run zoho learners.csv --backup before.jsonl
+    unenroll run {example} learners.csv --backup before.jsonl
 
 \b
 Columns each row needs (--operation picks the operation; the first is the default):
 {columns}
-Name other headers with --column, e.g. --column erecno="Employee ID".
+Name other headers with --column, e.g. --column COLUMN="Your header".
 
 \b
 Credentials come from the environment or --credentials-file (TOML, the same names),
@@ -105,7 +106,7 @@ they are shown in the plan and recorded in the report:
 
 Settings (base_url, accounts_url, time_scale, allow_insecure_http, timeout, confirm_above,
 [job] retries, [<vendor>.limits]) come from --settings (TOML) and UNENROLL_<KEY>
-environment variables, which win (UNENROLL_BASE_URL, UNENROLL_ZOHO_BASE_URL, ...).
+environment variables, which win (UNENROLL_BASE_URL, UNENROLL_<VENDOR>_BASE_URL, ...).
 
 Every row gets one line in the results file (default: next to FILE): its outcome, the
 vendor's code and message, the attempts, and its row number. A journal next to the

@@ -3,9 +3,9 @@
 Settings (never secrets) come from, later winning:
 
 1. the defaults (every vendor number is its documented value);
-2. the settings file's top level, then its ``[<vendor>]`` table (``[zoho]``, ...);
+2. the settings file's top level, then its ``[<vendor>]`` table (``[<vendor>]``);
 3. the environment: ``UNENROLL_<KEY>`` (``UNENROLL_BASE_URL``), then
-   ``UNENROLL_<VENDOR>_<KEY>`` (``UNENROLL_ZOHO_BASE_URL``).
+   ``UNENROLL_<VENDOR>_<KEY>`` (``UNENROLL_<VENDOR>_BASE_URL``).
 
 Job settings live in ``[job]``; a vendor's limits in ``[<vendor>.limits]``. Every
 duration (windows, locks, retry delays, ``max_pause``) is multiplied by ``time_scale``: 1 for a real
@@ -13,7 +13,7 @@ vendor, 0.01 to rehearse against a mock quickly. Unknown keys are errors, so a t
 never silently falls back to a default.
 
 Credentials are never settings and never flags: they come from the environment
-(``UNENROLL_ZOHO_REFRESH_TOKEN``, ...) or a credentials file (TOML, the same names),
+(``UNENROLL_<VENDOR>_...``, named by each vendor) or a credentials file (TOML, the same names),
 and are wrapped in :class:`~unenroll.observe.secrets.Secret` as soon as they are read, so they
 print as ``***`` and the log processor blanks their values wherever they appear.
 """

@@ -101,7 +101,7 @@ class Operation:
     """One vendor operation, declared.
 
     ``validate`` returns why an item cannot be sent, or ``None``. ``base_bytes`` and
-    ``item_bytes`` measure the request the way its cap counts (Zoho: URL length), so the
+    ``item_bytes`` measure the request the way its cap counts (e.g. a URL's length), so the
     chunker can keep ``base + sum(item) <= max_request_bytes`` without building requests.
     ``build_request`` and ``read_response`` are pure: the same chunk gives the same
     request, the same answer gives the same results.

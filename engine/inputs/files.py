@@ -61,13 +61,13 @@ def detect_format(path: Path) -> Format:
 
 
 def parse_column_mapping(pairs: Sequence[str], shape: RowShape) -> dict[str, str]:
-    """``["erecno=Employee ID", ...]`` -> ``{"erecno": "Employee ID"}``, names checked."""
+    """``["user_id=Employee ID", ...]`` -> ``{"user_id": "Employee ID"}``, names checked."""
     mapping: dict[str, str] = {}
     for pair in pairs:
         name, sep, header = pair.partition("=")
         name, header = name.strip(), header.strip()
         if not sep or not name or not header:
-            raise InputError(f"--column {pair!r}: write it as NAME=HEADER, e.g. erecno=\"Employee ID\"")
+            raise InputError(f"--column {pair!r}: write it as NAME=HEADER, e.g. user_id=\"Employee ID\"")
         if name not in shape.column_names:
             raise InputError(f"--column {pair!r}: {name!r} is not a column of this operation "
                              f"(its columns: {', '.join(shape.column_names)})")

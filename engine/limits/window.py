@@ -10,12 +10,12 @@ its answer reaches us. So each start is checked against the *end* of the call
 ``max_calls`` starts before it (the moment its answer, or its failure, came back):
 ``start[k + N] >= end[k] + window`` gives ``arrival[k + N] >= start[k + N] >= end[k] +
 window >= arrival[k] + window``. A call still in flight holds the start that depends on
-it. The price is one call's latency per window (about 1 % for Zoho's minute); ``margin``
+it. The price is one call's latency per window (about 1 % for a one-minute window); ``margin``
 adds a fixed amount on top if a vendor counts by a clock that rounds.
 
 That is a stronger promise than a leaky bucket's: ``aiolimiter.AsyncLimiter(30, 60)``
 allows a full burst on top of a drained bucket, so up to 59 calls can land in one rolling
-minute, which is the 31st call that locks a Zoho API for five minutes.
+minute, which is the call past the limit that can lock an API for minutes.
 
 The schedule itself is a pure object (:class:`WindowSchedule`) so its invariant can be
 checked against any sequence of arrivals without clocks (``tests/test_limiter.py``).

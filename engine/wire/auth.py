@@ -49,7 +49,7 @@ async def headers_with_retry(
 
 
 class NoAuth:
-    """For vendors that authenticate inside the request body (SmarterU) and for tests."""
+    """For vendors that authenticate inside the request body (their keys travel in the body) and for tests."""
 
     async def headers(self) -> tuple[int, Mapping[str, str]]:
         return 0, {}

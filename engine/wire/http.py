@@ -29,7 +29,7 @@ class HttpRequest:
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
-    def __repr__(self) -> str:  # bodies may carry credentials (SmarterU's API keys)
+    def __repr__(self) -> str:  # bodies may carry credentials (keys sent in a form)
         body = "form" if self.form is not None else "json" if self.json is not None else "none"
         return f"HttpRequest({self.method} {self.path}, params={len(self.params)}, body={body})"
 
