@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -57,8 +58,9 @@ def mock_config(sc: DoceboScenario) -> DoceboMockConfig:
                             wire=wire(sc.fragmented))
 
 
-def docebo_mock(sc: DoceboScenario) -> MockApp:
-    """The scenario's mock (run in its own process by :mod:`benchmarks.mockproc`)."""
+def docebo_mock(params: dict[str, Any]) -> MockApp:
+    """The mock of the scenario ``DoceboScenario(**params)`` (run in its own process by :mod:`benchmarks.mockproc`)."""
+    sc = DoceboScenario(**params)
     state, _ = docebo_state(sc)
     mock = DoceboMock(mock_config(sc), state)
     recorder = ArrivalRecorder(_classify, _throttled)
@@ -71,7 +73,7 @@ async def docebo_contender(sc: DoceboScenario) -> Row:
     config = mock_config(sc)
     loop = asyncio.get_running_loop()
     reported: dict[tuple[str, str], str] = {}
-    async with MockProcess("docebo", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(docebo_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         adapter = Docebo(base_url=mock.url, session=session, client_id=config.client_id,
                          client_secret=config.client_secret, limits=DoceboLimits(), time_scale=sc.time_scale,
                          timeout=60.0)

@@ -6,18 +6,22 @@ say), and its clock then says calls arrived later than they left. In its own pro
 mock takes each arrival's time as soon as the request comes in, the client's peak RSS is
 the client's alone, and the two get a core each.
 
-    python -m benchmarks.mockproc zoho '{"items": 60000, ...}'
+    python -m benchmarks.mockproc benchmarks.zoho:zoho_mock '{"items": 60000, ...}'
 
-builds the scenario's mock (the same seeded state the client derives from the same
-parameters), prints one JSON line ``{"url": ...}`` once it serves, and serves until its
-stdin closes. Besides the mock's own ``GET /__mock__/stats`` it answers
-``GET /__bench__/record``: what the :class:`~benchmarks.measure.ArrivalRecorder` saw, the
-process's CPU seconds and peak RSS, and a summary if the scenario has one.
+builds the scenario's mock with the named builder (the same seeded state the client derives
+from the same parameters), prints one JSON line ``{"url": ...}`` once it serves, and serves
+until its stdin closes. A scenario hands :class:`MockProcess` its own builder function; this
+module imports no scenario (the scenarios import it), so the two never import each other.
+
+Besides the mock's own ``GET /__mock__/stats`` it answers ``GET /__bench__/record``: what
+the :class:`~benchmarks.measure.ArrivalRecorder` saw, the process's CPU seconds and peak
+RSS, and a summary if the scenario has one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -57,29 +61,28 @@ class MockApp:
     summary: Callable[[], dict[str, Any]] | None = None
 
 
-def build(vendor: str, params: dict[str, Any]) -> MockApp:
-    match vendor:
-        case "zoho":
-            from .zoho import ZohoScenario, zoho_mock
-
-            return zoho_mock(ZohoScenario(**params))
-        case "smarteru":
-            from .smarteru import SmarterUScenario, smarteru_mock
-
-            return smarteru_mock(SmarterUScenario(**params))
-        case "docebo":
-            from .docebo import DoceboScenario, docebo_mock
-
-            return docebo_mock(DoceboScenario(**params))
-        case "zoho-unlimited":
-            from .overhead import unlimited_zoho_mock
-
-            return unlimited_zoho_mock(**params)
-    raise ValueError(f"no mock for {vendor!r}")
+MockBuilder = Callable[[dict[str, Any]], MockApp]
+"""A scenario's mock from its JSON parameters: a function at a module's top level, so the
+mock's process can import it by its ``module:function`` path."""
 
 
-async def serve(vendor: str, params: dict[str, Any]) -> None:
-    mock = build(vendor, params)
+def builder_path(builder: MockBuilder) -> str:
+    """``module:function`` naming ``builder``, for the mock's process to import."""
+    name = builder.__qualname__
+    if "." in name or "<" in name:  # a lambda, a method or a nested function cannot be imported by name
+        raise ValueError(f"a mock builder must be a module-level function, not {name!r}")
+    return f"{builder.__module__}:{name}"
+
+
+def load_builder(path: str) -> MockBuilder:
+    """The builder :func:`builder_path` named."""
+    module, _, name = path.partition(":")
+    builder: MockBuilder = getattr(importlib.import_module(module), name)
+    return builder
+
+
+async def serve(builder: str, params: dict[str, Any]) -> None:
+    mock = load_builder(builder)(params)
 
     async def record(request: web.Request) -> web.Response:
         return web.json_response({
@@ -105,25 +108,26 @@ class MockRecord:
 
 
 class MockProcess:
-    """``async with MockProcess("zoho", params) as mock:`` a scenario's mock in its own
-    process at ``mock.url``; :meth:`stats` and :meth:`record` ask it what it saw."""
+    """``async with MockProcess(zoho_mock, params) as mock:`` the mock ``zoho_mock(params)``
+    builds, in its own process at ``mock.url``; :meth:`stats` and :meth:`record` ask it what
+    it saw."""
 
-    def __init__(self, vendor: str, params: dict[str, Any]) -> None:
-        self._vendor, self._params = vendor, params
+    def __init__(self, builder: MockBuilder, params: dict[str, Any]) -> None:
+        self._builder, self._params = builder_path(builder), params
         self._process: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
 
     async def __aenter__(self) -> MockProcess:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.mockproc", self._vendor, json.dumps(self._params),
+            sys.executable, "-m", "benchmarks.mockproc", self._builder, json.dumps(self._params),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
         )
         assert self._process.stdout is not None
         try:
             line = await asyncio.wait_for(self._process.stdout.readline(), timeout=START_TIMEOUT)
             if not line:
-                raise RuntimeError(f"the {self._vendor} mock exited before serving")
+                raise RuntimeError(f"the mock {self._builder} exited before serving")
             self.url = str(json.loads(line)["url"])
         except BaseException:
             await self._stop()
@@ -165,8 +169,8 @@ class MockProcess:
 
 
 def main(argv: list[str] | None = None) -> None:
-    vendor, params = (argv if argv is not None else sys.argv[1:])[:2]
-    asyncio.run(serve(vendor, json.loads(params)))
+    builder, params = (argv if argv is not None else sys.argv[1:])[:2]
+    asyncio.run(serve(builder, json.loads(params)))
 
 
 if __name__ == "__main__":

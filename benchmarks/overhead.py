@@ -120,14 +120,15 @@ def zoho_ids(courses: int, batches_per_course: int, learners_per_batch: int) -> 
                 yield target, str(erecno)
 
 
-def unlimited_zoho_mock(courses: int, batches: int, learners: int, fragmented: bool = True) -> MockApp:
-    """The Zoho mock with its threshold off, no latency, no faults (run in its own process);
-    ``fragmented``: its answers gzip, chunked, in pieces that follow each other at once."""
+def unlimited_zoho_mock(params: dict[str, Any]) -> MockApp:
+    """The Zoho mock with its threshold off, no latency, no faults (run in its own process):
+    ``params`` give its ``courses``, ``batches`` and ``learners``; ``fragmented`` (default
+    on): its answers gzip, chunked, in pieces that follow each other at once."""
     from unenroll.adapters.zoho.mock import ZohoMock, ZohoMockConfig, ZohoMockState
 
     config = ZohoMockConfig(threshold=NO_LIMIT, window=1.0, token_lifetime=1e9,
-                            wire=wire(fragmented, pause=False))
-    mock = ZohoMock(config, ZohoMockState.generate(courses, batches, learners))
+                            wire=wire(params.get("fragmented", True), pause=False))
+    mock = ZohoMock(config, ZohoMockState.generate(params["courses"], params["batches"], params["learners"]))
 
     def summary() -> dict[str, Any]:
         return {"unenrolled": sum(len(done) for done in mock.state.unenrolled.values()),
@@ -144,7 +145,7 @@ async def loopback(sc: OverheadScenario) -> Row:
     courses, batches = 4, 5
     learners = -(-sc.items // (courses * batches))
     params = {"courses": courses, "batches": batches, "learners": learners, "fragmented": sc.fragmented}
-    async with MockProcess("zoho-unlimited", params) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(unlimited_zoho_mock, params) as mock, aiohttp.ClientSession() as session:
         defaults = ZohoMockConfig()
         adapter = ZohoPeople(session=session, base_url=mock.url, accounts_url=mock.url,
                              refresh_token=defaults.refresh_token, client_id=defaults.client_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -70,8 +71,10 @@ def mock_config(sc: SmarterUScenario) -> SmarterUMockConfig:
                               rate_window=RATE_WINDOW, latency=LATENCY, wire=wire(sc.fragmented), seed=sc.seed)
 
 
-def smarteru_mock(sc: SmarterUScenario) -> MockApp:
-    """The scenario's mock (run in its own process by :mod:`benchmarks.mockproc`)."""
+def smarteru_mock(params: dict[str, Any]) -> MockApp:
+    """The mock of the scenario ``SmarterUScenario(**params)`` (run in its own process by
+    :mod:`benchmarks.mockproc`)."""
+    sc = SmarterUScenario(**params)
     state, _, _ = smarteru_state(sc)
     mock = SmarterUMock(mock_config(sc), state)
     recorder = ArrivalRecorder(_classify, _throttled)
@@ -88,7 +91,7 @@ async def smarteru_contender(sc: SmarterUScenario) -> Row:
                                 margin=limits.margin if sc.margin is None else sc.margin)
     reported: dict[str, Outcome] = {}
     loop = asyncio.get_running_loop()
-    async with MockProcess("smarteru", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(smarteru_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         adapter = SmarterU(session=session, base_url=mock.url, allow_insecure_http=True,
                            account_api_key=config.account_api_key, user_api_key=config.user_api_key,
                            limits=limits, time_scale=sc.time_scale, timeout=30.0)

@@ -128,8 +128,9 @@ def _locked(response: web.StreamResponse) -> bool:
     return response.status == 400 and isinstance(body, bytes) and b'"7209"' in body
 
 
-def zoho_mock(sc: ZohoScenario) -> MockApp:
-    """The scenario's mock (run in its own process by :mod:`benchmarks.mockproc`)."""
+def zoho_mock(params: dict[str, Any]) -> MockApp:
+    """The mock of the scenario ``ZohoScenario(**params)`` (run in its own process by :mod:`benchmarks.mockproc`)."""
+    sc = ZohoScenario(**params)
     state, _ = zoho_state(sc)
     mock = ZohoMock(mock_config(sc), state)
     recorder = ArrivalRecorder(_classify, _locked)
@@ -192,7 +193,7 @@ async def unenroll_contender(sc: ZohoScenario) -> Row:
     reported: dict[Key, str] = {}
     limits = ZohoLimits() if sc.margin is None else ZohoLimits(margin=sc.margin)
     loop = asyncio.get_running_loop()
-    async with MockProcess("zoho", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(zoho_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         adapter = ZohoPeople(
             session=session, base_url=mock.url, accounts_url=mock.url, refresh_token=config.refresh_token,
             client_id=config.client_id, client_secret=config.client_secret,
@@ -257,7 +258,7 @@ async def naive_burst(sc: ZohoScenario) -> Row:
     retries = 0
     stopped = False
     loop = asyncio.get_running_loop()
-    async with MockProcess("zoho", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(zoho_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         limiter = AsyncLimiter(THRESHOLD, WINDOW * sc.time_scale)
         started = loop.time()
         headers = await _token(session, mock.url, mock_config(sc))
@@ -317,7 +318,7 @@ async def careful_script(sc: ZohoScenario) -> Row:
     retries = 0
     stopped = False
     loop = asyncio.get_running_loop()
-    async with MockProcess("zoho", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(zoho_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         limiter = IntervalLimiter(SCRIPT_INTERVAL * sc.time_scale)
         started = loop.time()
         headers = await _token(session, mock.url, mock_config(sc))
@@ -355,7 +356,7 @@ async def one_by_one(sc: ZohoScenario) -> Row:
     keys = work.work[: sc.one_by_one_cap]
     reported: dict[Key, str] = {}
     loop = asyncio.get_running_loop()
-    async with MockProcess("zoho", asdict(sc)) as mock, aiohttp.ClientSession() as session:
+    async with MockProcess(zoho_mock, asdict(sc)) as mock, aiohttp.ClientSession() as session:
         started = loop.time()
         headers = await _token(session, mock.url, mock_config(sc))
         for key in keys:

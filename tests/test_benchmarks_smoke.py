@@ -1,15 +1,21 @@
 """The benchmark harness runs end to end on tiny sizes: it prints the table with the
 expected rows and columns and writes a JSON file whose figures are sane. No speed or
-memory figure is asserted (benchmarks print them; tests never time anything)."""
+memory figure is asserted (benchmarks print them; tests never time anything). Its modules
+import one another without a cycle, and nothing of the engine or the vendors imports them."""
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks.run import COLUMNS, main
+from unenroll.cli.plugins import vendors
+
+ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_ROWS = {
     ("1", "unenroll"), ("1", "naive burst"), ("1", "careful script"), ("1", "one by one"),
@@ -36,6 +42,7 @@ def test_the_quick_harness_prints_the_table_and_writes_sane_json(
     assert record["mode"] == "quick" and record["scenarios"] == ["1", "5"]
     assert record["wire"] == "fragmented" and any(line.startswith("answers: gzip, chunked") for line in lines)
     assert record["machine"]["cores"] >= 1
+    assert record["vendors"] == list(vendors()) and record["skipped"] == {}
     rows = {(r["scenario"], r["contender"]): r for r in record["rows"]}
     assert set(rows) == EXPECTED_ROWS
     for key, row in rows.items():
@@ -76,3 +83,59 @@ def test_every_mock_backed_scenario_serves_fragmented_answers_unless_asked_for_p
     assert smarteru.mock_config(smarteru.SmarterUScenario()).wire == FRAGMENTED
     assert docebo.mock_config(docebo.DoceboScenario()).wire == FRAGMENTED
     assert zoho.mock_config(zoho.ZohoScenario(fragmented=False)).wire.plain
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Every module ``path`` imports, anywhere in it (a function's lazy import too), as a
+    dotted name; relative ones start from ``package`` (a flat package: one level up is enough)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from . import zoho`
+    return names
+
+
+def test_the_benchmark_modules_import_one_another_without_a_cycle() -> None:
+    modules = {f"benchmarks.{path.stem}": path for path in (ROOT / "benchmarks").glob("*.py")
+               if path.stem != "__init__"}
+    graph = {name: _imports(path, "benchmarks") & modules.keys() - {name} for name, path in modules.items()}
+    assert graph["benchmarks.zoho"] >= {"benchmarks.mockproc"}  # the parser sees the imports it must
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as cycle:
+        pytest.fail(f"benchmark modules import each other in a loop: {' -> '.join(cycle.args[1])}")
+    assert order.index("benchmarks.mockproc") < order.index("benchmarks.zoho")
+
+
+def test_nothing_in_the_engine_or_the_vendor_folders_imports_the_benchmarks() -> None:
+    # inside the installed package a relative import cannot reach the top-level `benchmarks`
+    imported = {path: _imports(path, package="(relative)") for folder in ("engine", "adapters")
+                for path in sorted((ROOT / folder).rglob("*.py"))}
+    offenders = [str(path.relative_to(ROOT)) for path, names in imported.items()
+                 if any(name == "benchmarks" or name.startswith("benchmarks.") for name in names)]
+    assert offenders == []
+
+
+def test_a_mock_builder_reaches_the_mock_process_by_its_module_path() -> None:
+    from benchmarks import overhead, zoho
+    from benchmarks.mockproc import builder_path, load_builder
+
+    assert builder_path(zoho.zoho_mock) == "benchmarks.zoho:zoho_mock"
+    assert load_builder(builder_path(overhead.unlimited_zoho_mock)) is overhead.unlimited_zoho_mock
+    with pytest.raises(ValueError, match="module-level function"):
+        builder_path(lambda params: zoho.zoho_mock(params))
+
+
+def test_the_scenarios_vendors_are_learnt_from_the_installed_plugins() -> None:
+    from benchmarks.run import ALL_SCENARIOS, SCENARIO_VENDORS, needing_absent_vendors
+
+    installed = set(vendors())
+    assert set(SCENARIO_VENDORS) == set(ALL_SCENARIOS) and set(SCENARIO_VENDORS.values()) <= installed
+    assert needing_absent_vendors(ALL_SCENARIOS, installed) == {}
+    assert needing_absent_vendors(ALL_SCENARIOS, installed - {"smarteru"}) == {"3": "smarteru"}
+    assert needing_absent_vendors(["1", "4"], {"smarteru"}) == {"1": "zoho", "4": "docebo"}
