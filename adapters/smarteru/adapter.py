@@ -38,15 +38,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import aiohttp
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from unenroll.contract import (  # scrubbed before cut: half a secret is not recognised
-    LOOPBACK_HOSTS,
+from unenroll.contract import (
     AdaptiveRate,
     AiohttpTransport,
     CallLimiter,
@@ -64,6 +62,7 @@ from unenroll.contract import (  # scrubbed before cut: half a secret is not rec
     ReadPage,
     Secret,
     Transport,
+    require_private_channel,
     retry_after_seconds,
     scrub,
 )
@@ -567,19 +566,8 @@ def check_base_url(base_url: str, *, allow_insecure_http: bool) -> None:
     ``allow_insecure_http=True`` lets ``http://`` through to a loopback host only (a
     local mock); it never sends the keys in clear over a network.
     """
-    parts = urlsplit(base_url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname:
-        if not allow_insecure_http:
-            raise ValueError(
-                f"refusing plain-HTTP base URL {base_url!r}: SmarterU accepts HTTPS only (SU:01) and the API keys "
-                "travel in the body; use https://, or allow_insecure_http=True for a local mock"
-            )
-        if parts.hostname not in LOOPBACK_HOSTS:
-            raise ValueError(f"allow_insecure_http is for a mock on loopback only, not {parts.hostname!r}")
-        return
-    raise ValueError(f"the base URL must be https://host, not {base_url!r}")
+    require_private_channel("base URL", base_url, allow_insecure_http=allow_insecure_http,
+                            why=" (SmarterU accepts HTTPS only, SU:01, and the API keys travel in the body)")
 
 
 def operations(keys: ApiKeys, limits: SmarterULimits) -> dict[str, Operation]:

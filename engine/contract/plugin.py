@@ -13,14 +13,13 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from unenroll.contract.declarations import Adapter
 from unenroll.contract.settings import ConfigError, Credentials, RunSettings
 from unenroll.inputs.shapes import RowShape
 from unenroll.model import Item
 from unenroll.observe.secrets import Secret
-from unenroll.wire.http import LOOPBACK_HOSTS
+from unenroll.wire.http import require_private_channel
 
 if TYPE_CHECKING:
     import aiohttp
@@ -137,20 +136,11 @@ class VendorPlugin:
 
 
 def check_url(name: str, url: str, *, allow_insecure_http: bool) -> str:
-    """``url`` if it is https (or http to a loopback host, when allowed): credentials
-    never travel in clear over a network."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname:
-        if not allow_insecure_http:
-            raise ConfigError(f"{name} {url!r} is plain HTTP: use https://, or set allow_insecure_http "
-                              "(UNENROLL_ALLOW_INSECURE_HTTP=1) for a mock on this machine")
-        if parts.hostname not in LOOPBACK_HOSTS:
-            raise ConfigError(f"allow_insecure_http is for a mock on this machine (127.0.0.1) only, "
-                              f"not {parts.hostname!r}")
-        return url
-    raise ConfigError(f"{name} must look like https://host, not {url!r}")
+    """:func:`~unenroll.wire.http.require_private_channel`, refusing with a :class:`ConfigError`."""
+    try:
+        return require_private_channel(name, url, allow_insecure_http=allow_insecure_http)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def limit_keys_of(limits_type: Any) -> dict[str, type]:

@@ -57,17 +57,25 @@ def is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
 
-def require_private_channel(name: str, url: str) -> None:
-    """Refuse a URL that would carry credentials in clear over a network: ``https://``,
-    or ``http://`` to this machine only (a local mock)."""
+def require_private_channel(name: str, url: str, *, allow_insecure_http: bool = True, why: str = "") -> str:
+    """``url`` if credentials sent to it cannot travel in clear over a network: ``https://``,
+    or ``http://`` to this machine only (a local mock), and only when ``allow_insecure_http``.
+    The one URL check: adapters and the command line all call it. Raises ``ValueError``
+    naming ``name`` (``why`` adds the vendor's reason for refusing plain HTTP)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return
-    raise ValueError(f"{name} must be https:// (plain http only to a mock on this machine), not {url!r}")
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        if not allow_insecure_http:
+            raise ValueError(f"{name} {url!r} is plain HTTP{why}: use https://, or set allow_insecure_http "
+                             "(UNENROLL_ALLOW_INSECURE_HTTP=1) for a mock on this machine")
+        if parts.hostname not in LOOPBACK_HOSTS:
+            raise ValueError(f"{name} {url!r} is plain HTTP: use https:// (allow_insecure_http is for a mock on "
+                             f"this machine only, on loopback, not {parts.hostname!r})")
+        return url
+    raise ValueError(f"{name} must look like https://host, not {url!r}")
 
 
 class TransportError(Exception):
