@@ -34,6 +34,7 @@ from unenroll.contract import (
 from unenroll.contract.mock import Faults, Latency, WireOptions
 
 from . import adapter
+from .adapter import Docebo, DoceboLimits
 
 DOCEBO_CREDENTIALS = ("UNENROLL_DOCEBO_CLIENT_ID", "UNENROLL_DOCEBO_CLIENT_SECRET", "UNENROLL_DOCEBO_USERNAME",
                       "UNENROLL_DOCEBO_PASSWORD", "UNENROLL_DOCEBO_ACCESS_TOKEN")
@@ -145,3 +146,5 @@ DOCEBO = VendorPlugin(
 )
 
 plugin = DOCEBO
+
+__all__ = ['Docebo', 'DoceboLimits', 'plugin']

@@ -32,6 +32,7 @@ from unenroll.contract import (
 from unenroll.contract.mock import Faults, Latency, WireOptions
 
 from . import adapter
+from .adapter import SmarterU, SmarterULimits, unenroll_item
 
 SMARTERU_CREDENTIALS = ("UNENROLL_SMARTERU_ACCOUNT_API_KEY", "UNENROLL_SMARTERU_USER_API_KEY")
 SMARTERU_CREDENTIAL_HELP = "UNENROLL_SMARTERU_ACCOUNT_API_KEY and UNENROLL_SMARTERU_USER_API_KEY"
@@ -122,3 +123,5 @@ SMARTERU = VendorPlugin(
 )
 
 plugin = SMARTERU
+
+__all__ = ['SmarterU', 'SmarterULimits', 'plugin', 'unenroll_item']

@@ -35,6 +35,7 @@ from unenroll.contract import (
 from unenroll.contract.mock import Faults, Latency, WireOptions
 
 from . import adapter
+from .adapter import ZohoLimits, ZohoPeople
 
 ZOHO_CREDENTIALS = ("UNENROLL_ZOHO_REFRESH_TOKEN", "UNENROLL_ZOHO_CLIENT_ID", "UNENROLL_ZOHO_CLIENT_SECRET",
                     "UNENROLL_ZOHO_ACCESS_TOKEN")
@@ -164,3 +165,5 @@ ZOHO = VendorPlugin(
 )
 
 plugin = ZOHO
+
+__all__ = ['ZohoLimits', 'ZohoPeople', 'plugin']
