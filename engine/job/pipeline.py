@@ -24,7 +24,7 @@ import math
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,16 +35,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from unenroll.accounts.journal import Journal
 from unenroll.accounts.ledger import EndpointStats, Ledger, OutcomeSink, Report
 from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
+from unenroll.job.intake import Intake, Items
 from unenroll.job.queue import Chunk, ChunkBuffer, Work
 from unenroll.job.settings import JobSettings
 from unenroll.limits.window import CallLimiter, Permit
-from unenroll.model import CallResult, CallVerdict, Item, ItemOutcome, ItemVerdict, Outcome, Unreadable
+from unenroll.model import CallResult, CallVerdict, ItemOutcome, ItemVerdict, Outcome
 from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
 from unenroll.wire.auth import AuthError, headers_with_retry
 from unenroll.wire.http import TransportError
-
-Items = Iterable[Any] | AsyncIterable[Any]
 
 
 class _Endpoint:
@@ -112,14 +111,7 @@ class Job:
         self._task_group: TaskGroup | None = None
         self._undelivered: deque[ItemOutcome] = deque()
         self._chunk_ids = itertools.count(1)
-        # the intake's state, on the job so a stopped job can drain a finite input by the same rules
-        self._taken = 0  # items taken in: the next item's index
-        self._seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
-        self._targets: dict[tuple[str, tuple[str, ...]], int | str] = {}
-        self._source: Iterator[Any] | None = None  # a sync input, as it is read
-        self._batch: Iterator[Any] = iter(())  # the part of the current batch not taken in yet
-        self._input_read = False  # the intake (or the drain) reached the input's end
-        self._input_failed = False
+        self._intake = Intake(items, adapter.operations, self._ledger, journal)
 
     @property
     def report(self) -> Report:
@@ -132,7 +124,7 @@ class Job:
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                tg.start_soon(self._intake)
+                tg.start_soon(self._take_in)
                 for ep in self._endpoints.values():
                     in_flight = max(1, ep.spec.max_in_flight)
                     ep.wire = anyio.Semaphore(in_flight)
@@ -144,9 +136,9 @@ class Job:
                 self._stop_reason = scrub(f"internal error: {type(cause).__name__}: {cause}")
             raise
         finally:
-            if not self._input_read:
+            if not self._intake.read_all:
                 self._drain()
-            self.report.input_complete = self._input_read
+            self.report.input_complete = self._intake.read_all
             if self._ledger.open_count:
                 reason = self._stop_reason or "the job was cancelled"
                 self._stop_reason = reason
@@ -215,22 +207,18 @@ class Job:
 
     # -- intake ---------------------------------------------------------------------------
 
-    async def _intake(self) -> None:
-        """Per item: take it in (:meth:`_admit`), then route it to its endpoint's buffer,
-        waiting while that buffer is at its high-water mark. The hot loop of the engine, so
-        per-target work is cached and the clock is read per batch."""
-        endpoints, admit = self._endpoints, self._admit
+    async def _take_in(self) -> None:
+        """Per item: take it in (:meth:`Intake.admit`), then route it to its endpoint's
+        buffer, waiting while that buffer is at its high-water mark. The hot loop of the
+        engine, so the clock is read per batch."""
+        endpoints, intake = self._endpoints, self._intake
+        admit = intake.admit
         high_water = self.settings.max_buffered_items
         checkpointed = 0
-        now = anyio.current_time()
-        items = self._items
         try:
-            if not isinstance(items, AsyncIterable):
-                items = self._source = iter(items)
-            async for batch in _batches(items):
+            async for batch in intake.batches():
                 now = anyio.current_time()
-                self._batch = rest = iter(batch)
-                for raw in rest:
+                for raw in batch:
                     work, op, ended = admit(raw)
                     if ended is not None:
                         await self._emit([ended])
@@ -245,63 +233,24 @@ class Job:
                     ep.open_items += 1
                     if ep.buffer.put(op, work, now):
                         self._notify()
-                if self._taken - checkpointed >= 256:  # let the workers run
-                    checkpointed = self._taken
+                if intake.taken - checkpointed >= 256:  # let the workers run
+                    checkpointed = intake.taken
                     await anyio.lowlevel.checkpoint()
-            self._input_read = True
         except Exception as exc:  # the caller's input failed: finish what was read, say why
-            self._input_failed = True
-            self._stop_reason = scrub(f"the input failed after {self._taken} items: {type(exc).__name__}: {exc}")
-            self._log.error("input.failed", after_items=self._taken, error=self._stop_reason)
+            intake.failed = True
+            self._stop_reason = scrub(f"the input failed after {intake.taken} items: {type(exc).__name__}: {exc}")
+            self._log.error("input.failed", after_items=intake.taken, error=self._stop_reason)
         finally:
             self._intake_done = True
             self._notify()
 
-    def _admit(self, raw: Any) -> tuple[Work, Operation | None, ItemOutcome | None]:
-        """Take one input item in: open it in the ledger, then either end it here (its
-        outcome confirmed by the journal, rejected, a duplicate) or return the operation to
-        route it by. Never waits, so the drain of a stopped job's input applies the same rules."""
-        work = Work(self._taken, raw if isinstance(raw, Item) else placeholder_item(raw))
-        self._taken += 1
-        ledger, journal, item = self._ledger, self._journal, work.item
-        ledger.open(work)
-        if journal is not None and (recalled := journal.recall(work.index)) is not None:
-            work.sends, work.answer_lost = recalled.attempts, recalled.was_sending
-            if recalled.confirmed and recalled.outcome is not None:  # never sent again
-                if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
-                    self._seen.add(hash((item.operation, item.target, item.subject)))
-                return work, None, ledger.end(work, recalled.outcome, recalled.code, recalled.message)
-        try:
-            op = self.adapter.operations.get(item.operation)
-            problem = intake_problem(raw, item, op, self._targets)
-            key = hash((item.operation, item.target, item.subject))
-        except TypeError:  # a list where an id should be: unhashable
-            op, problem = None, "the operation, target and id must be strings"
-        if problem is not None or op is None:
-            return work, None, ledger.end(work, Outcome.REJECTED, "invalid", problem)
-        if key in self._seen:
-            return work, None, ledger.end(work, Outcome.DUPLICATE, "duplicate",
-                                          "the same item appeared earlier in the input")
-        self._seen.add(key)
-        return work, op, None
-
     def _drain(self) -> None:
-        """The job stopped before its input was all taken in. A finite input (``Sized``,
-        not async) is taken in to its end by :meth:`_admit`'s rules and its items left open
-        (they end ``not_sent`` with the rest), so the report covers the whole input; any
-        other input is not read further (a stream may never end). Never waits."""
-        if self._input_failed or isinstance(self._items, AsyncIterable) or not isinstance(self._items, Sized):
-            return
-        try:
-            source = iter(self._items) if self._source is None else self._source  # None: stopped before the intake ran
-            for raw in itertools.chain(self._batch, source):
-                ended = self._admit(raw)[2]
-                if ended is not None and self._outcomes is not None:
-                    self._undelivered.append(ended)
-        except Exception as exc:  # the input failed while drained: what was read is accounted for
-            self._log.error("input.failed", after_items=self._taken, error=scrub(f"{type(exc).__name__}: {exc}"))
-            return
-        self._input_read = True
+        """See :meth:`Intake.drain`; the outcomes it ends go to the stream reader too."""
+        ended = self._intake.drain()
+        if self._outcomes is not None:
+            self._undelivered.extend(ended)
+        if self._intake.error is not None:
+            self._log.error("input.failed", after_items=self._intake.taken, error=self._intake.error)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -541,64 +490,6 @@ def _read(op: Operation, target: tuple[str, ...], subjects: Sequence[str], respo
         return CallResult.whole(CallVerdict.RETRY, "unreadable",
                                 f"the answer covered {len(result.items)} of {len(subjects)} items")
     return result
-
-
-def intake_problem(
-    raw: object, item: Item, op: Operation | None, targets: dict[tuple[str, tuple[str, ...]], int | str]
-) -> str | None:
-    """Why ``item`` cannot be sent, or ``None``. ``targets`` caches, per operation and
-    target, the target's own problem or its request's base size."""
-    if item is not raw:
-        return raw.reason if isinstance(raw, Unreadable) else "not an Item"
-    if op is None:
-        return f"unknown operation {item.operation!r}"
-    subject, target = item.subject, item.target
-    if type(subject) is not str or not subject or subject.isspace():
-        return "the id is empty"
-    if type(target) is not tuple:
-        return "the target is missing or not a tuple of ids"
-    base = targets.get((op.name, target))
-    if base is None:
-        if not target or not all(type(t) is str and t for t in target):
-            base = "the target is missing or not a tuple of ids"
-        else:
-            base = 0 if op.max_request_bytes is None else op.base_bytes(target)
-        targets[(op.name, target)] = base
-    if isinstance(base, str):
-        return base
-    problem = op.validate(item)
-    if problem is None and op.max_request_bytes is not None:
-        if base + op.item_bytes(subject) > op.max_request_bytes:
-            problem = "the id is too long to fit in one request"
-    return problem
-
-
-def placeholder_item(raw: object) -> Item:
-    if isinstance(raw, Unreadable):
-        text = raw.text.decode("utf-8", "backslashreplace") if isinstance(raw.text, bytes) else str(raw.text)
-        return Item(operation="?", target=(), subject=scrub(text)[:200], meta=raw.meta)
-    return Item(operation="?", target=(), subject=scrub(repr(raw))[:200])
-
-
-async def _batches(items: Items, size: int = 256) -> AsyncIterator[list[Any]]:
-    """A sync input in lists of ``size`` (one async step per list, not per item); an async
-    input item by item, so a slow stream's items are not held back waiting for a batch."""
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield [item]
-    else:
-        iterator = iter(items)
-        while True:
-            batch: list[Any] = []
-            try:
-                batch.extend(itertools.islice(iterator, size))
-            except Exception:
-                if batch:  # never drop what was read before the input failed
-                    yield batch
-                raise
-            if not batch:
-                return
-            yield batch
 
 
 # -- public entry points ------------------------------------------------------------------

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 from unenroll.accounts.journal import Journal
 from unenroll.contract.declarations import Adapter, Operation
-from unenroll.job.pipeline import intake_problem, placeholder_item
+from unenroll.job.intake import IntakeFilter
 from unenroll.model import Item, Outcome, Unreadable
 from unenroll.observe.secrets import MASK, Secret, scrub
 from unenroll.wire.http import HttpRequest
@@ -111,35 +111,29 @@ def make_plan(
     for declared in used:
         if declared.destructive_options:
             plan.options.update(declared.destructive_options)
-    seen: set[int] = set()
-    targets: dict[tuple[str, Target], int | str] = {}
+    judge = IntakeFilter(operations, journal).judge  # the job's own intake rules
     open_chunks: dict[tuple[str, Target], _OpenChunk] = {}
     calls: Counter[str] = Counter()
     sample_of: dict[str, tuple[Operation, Target, list[str]]] = {}
-    for index, raw in enumerate(items):
+    for raw in items:
         plan.rows += 1
-        item = raw if isinstance(raw, Item) else placeholder_item(raw)
-        if journal is not None and (recalled := journal.recall(index)) is not None:
-            if recalled.confirmed and recalled.outcome is not None:
-                plan.counts[f"already {recalled.outcome.value}"] += 1
-                if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
-                    seen.add(hash((item.operation, item.target, item.subject)))
-                continue
-        op = operations.get(item.operation)
-        problem = intake_problem(raw, item, op, targets)
-        if problem is not None or op is None:
+        index, item, op, ended, _, replayed = judge(raw)
+        if replayed and ended is not None:
+            plan.counts[f"already {ended.outcome.value}"] += 1
+            continue
+        if ended is not None and ended.outcome is Outcome.REJECTED:
             plan.counts[Outcome.REJECTED.value] += 1
+            problem = ended.message
             if len(plan.first_problems) < max_problems:
                 row = item.meta.get("row") if item.meta else None
                 where = "" if problem and problem.startswith("row ") else (
                     f"row {row}: " if row is not None else f"item {index + 1}: ")
                 plan.first_problems.append(where + (problem or "rejected"))
             continue
-        key = hash((item.operation, item.target, item.subject))
-        if key in seen:
-            plan.counts[Outcome.DUPLICATE.value] += 1
+        if ended is not None:
+            plan.counts[ended.outcome.value] += 1
             continue
-        seen.add(key)
+        assert op is not None
         plan.to_send += 1
         plan.per_target[(op.name, item.target)] += 1
         if plan.items is not None:
