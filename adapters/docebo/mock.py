@@ -15,10 +15,18 @@ Mechanisms, each a setting and time-scaled:
   while another is in flight is recorded and answered 409 without effect; it also
   accounts the seconds with a batch call in flight (busy time), so a test can compute
   how much of the job's span the endpoint was working;
-- latency (base + per user + jitter) and faults from the seed (``common``); faults are
+- latency (base + per user + jitter) and faults from the seed (the kit's); faults are
   drawn before any state changes, so a faulted call has no effect; ``omit_share``
   leaves that share of pairs out of an answer *and* undone (the client must re-send them);
-- answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls; ``common``).
+- answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls; the kit's).
+
+What is Docebo's (here): the routes and their answers, the grants and their errors, the
+``Bearer`` scheme, the leaky bucket and its 429, the batch gate and its 409, the user cap,
+the three flags, ``omit_share``, the state and the stats' bucket and batch fields. What
+the kit gives (``unenroll.contract.mock``, :class:`MockBase`): the scaled clock, the seeded
+draws, the fault gate, the token store (issue, expiry, the ``Authorization`` check),
+status counting by endpoint, the stats route (faults, tokens issued, state), serving over
+HTTP or HTTPS, the wire, and the command line (:func:`run_main`).
 
 Run it as a process: ``python -m unenroll.adapters.docebo.mock --port 8080`` (``--help``
 lists the wire and HTTPS flags).
@@ -27,12 +35,8 @@ lists the wire and HTTPS flags).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
-import secrets
-import ssl
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,15 +45,13 @@ from typing import Any
 from aiohttp import web
 
 from unenroll.contract.mock import (
-    FaultLog,
     Faults,
     Latency,
-    MockServer,
+    MainArguments,
+    MockBase,
+    TokenStore,
     WireOptions,
-    add_wire_arguments,
-    answer_fault,
-    mock_app,
-    wire_from_arguments,
+    run_main,
 )
 
 COURSE = "course"
@@ -237,41 +239,25 @@ def _as_ids(value: Any) -> list[int] | None:
     return ids
 
 
-class DoceboMock:
+class DoceboMock(MockBase):
     """The mock's app and its state. ``app`` is an :class:`aiohttp.web.Application`."""
 
     def __init__(self, config: DoceboMockConfig | None = None, state: DoceboMockState | None = None) -> None:
-        self.config = config or DoceboMockConfig()
+        self.config = c = config or DoceboMockConfig()
         self.state = state or DoceboMockState()
-        c = self.config
+        super().__init__(time_scale=c.time_scale, seed=c.seed, latency=c.latency, faults=c.faults, wire=c.wire,
+                         endpoints=ENDPOINTS)
         self.bucket = LeakyBucket(c.bucket_capacity, c.calls_per_hour / 3600.0 / c.time_scale)
         self.gate = BatchGate()
-        self.rng = random.Random(c.seed)
-        self.fault_log = FaultLog()
-        self.statuses: dict[str, Counter[int]] = {name: Counter() for name in ENDPOINTS}
-        self.tokens: dict[str, float] = {}  # token -> expiry (loop time)
-        self.tokens_issued = 0
+        self.tokens = TokenStore("Bearer", self.clock.seconds(c.token_lifetime), nbytes=20)
         self.omitted_pairs = 0
-        self.app = mock_app(c.wire, c.time_scale, c.seed)
         self.app[MOCK_KEY] = self
         r = self.app.router
         r.add_post("/oauth2/token", self.token)
         r.add_delete("/learn/v1/enrollments", self.unenroll)
         r.add_get("/learn/v1/enrollments", self.read_enrollments)
-        r.add_get("/__mock__/stats", self.stats)
-
-    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
-        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
-        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _answer(self, endpoint: str, response: web.StreamResponse) -> web.StreamResponse:
-        self.statuses[endpoint][response.status] += 1
-        return response
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         form = dict(await request.post())
@@ -279,60 +265,43 @@ class DoceboMock:
         grant = form.get("grant_type")
         client_ok = form.get("client_id") == c.client_id and form.get("client_secret") == c.client_secret
         if grant not in ("client_credentials", "password") or not client_ok:
-            return self._answer("token", web.json_response(
+            return self.answer("token", web.json_response(
                 {"error": "invalid_client", "error_description": "The client credentials are invalid"}, status=401))
         if grant == "password" and (form.get("username") != c.username or form.get("password") != c.password):
-            return self._answer("token", web.json_response(
+            return self.answer("token", web.json_response(
                 {"error": "invalid_grant", "error_description": "Invalid username and password combination"},
                 status=400))
-        token = secrets.token_hex(20)
-        self.tokens[token] = self._now() + c.token_lifetime * c.time_scale
-        self.tokens_issued += 1
-        return self._answer("token", web.json_response(
+        token = self.issue_token()
+        return self.answer("token", web.json_response(
             {"access_token": token, "expires_in": int(c.token_lifetime), "token_type": "Bearer", "scope": "api"}))
 
     def _throttle(self, endpoint: str) -> web.StreamResponse | None:
-        wait = self.bucket.pour(self._now())
+        wait = self.bucket.pour(self.now())
         if wait is None:
             return None
         # whole seconds as HTTP says, unless time is scaled below a second's resolution
         retry_after = str(math.ceil(wait)) if self.config.time_scale >= 1 else f"{math.ceil(wait * 1e4) / 1e4:.4f}"
         response = _error(429, "Too Many Requests", "Rate limit exceeded: 1000 API calls per hour")
         response.headers["Retry-After"] = retry_after
-        return self._answer(endpoint, response)
+        return self.answer(endpoint, response)
 
     def _unauthorised(self, request: web.Request) -> web.Response | None:
-        auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ")
-        if not auth.startswith("Bearer ") or self.tokens.get(token, -1.0) < self._now():
+        if not self.authorised(request):
             return web.json_response(
                 {"error": "invalid_token", "error_description": "The access token provided is invalid or expired"},
                 status=401)
         return None
 
-    async def _delay_and_fault(
-        self, request: web.Request, items: int, sample: dict[str, Any],
-    ) -> web.StreamResponse | None:
-        c = self.config
-        delay = c.latency.draw(items, self.rng, c.time_scale)
-        fault = c.faults.draw(self.rng)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if fault is None:
-            return None
-        self.fault_log.injected[fault] += 1
-        return await answer_fault(fault, request, self.rng, c.faults, sample)
-
     @contextmanager
     def _in_flight(self) -> Iterator[bool]:
         """Admit a batch call (True) or detect a concurrent one (False); time it while in."""
-        started = self._now()
+        started = self.now()
         admitted = self.gate.enter(started)
         try:
             yield admitted
         finally:
             if admitted:
-                self.gate.leave(started, self._now())
+                self.gate.leave(started, self.now())
 
     # -- the APIs ------------------------------------------------------------------------
 
@@ -342,22 +311,22 @@ class DoceboMock:
             return throttled
         with self._in_flight() as admitted:
             if not admitted:
-                return self._answer(endpoint, _error(409, "Conflict", "Another bulk operation is in progress"))
+                return self.answer(endpoint, _error(409, "Conflict", "Another bulk operation is in progress"))
             if (refused := self._unauthorised(request)) is not None:
-                return self._answer(endpoint, refused)
+                return self.answer(endpoint, refused)
             try:
                 body = await request.json()
             except ValueError:
                 body = None
             parsed = self._parse_unenroll(body)
             if isinstance(parsed, web.Response):
-                return self._answer(endpoint, parsed)
+                return self.answer(endpoint, parsed)
             users, targets, flags = parsed
             sample = {"data": {"unenrolled": [], "errors": []}, "version": "1.0.0", "_links": []}
-            if (fault := await self._delay_and_fault(request, len(users), sample)) is not None:
-                return self._answer(endpoint, fault)
+            if (fault := await self.fault_gate(request, len(users), sample)) is not None:
+                return self.answer(endpoint, fault)
             done, errors = self._apply(users, targets, flags)
-            return self._answer(endpoint, web.json_response(
+            return self.answer(endpoint, web.json_response(
                 {"data": {"unenrolled": done, "errors": errors}, "version": "1.0.0", "_links": []}))
 
     def _parse_unenroll(self, body: Any) -> tuple[list[int], list[tuple[str, int]], dict[str, bool]] | web.Response:
@@ -430,7 +399,7 @@ class DoceboMock:
         if (throttled := self._throttle(endpoint)) is not None:
             return throttled
         if (refused := self._unauthorised(request)) is not None:
-            return self._answer(endpoint, refused)
+            return self.answer(endpoint, refused)
         query = request.query
         try:
             page = int(query.get("page", "1"))
@@ -439,12 +408,12 @@ class DoceboMock:
             courses = {int(v) for v in query.getall("course_id[]", [])}
             plans = {int(v) for v in query.getall("learningplan_id[]", [])}
         except ValueError:
-            return self._answer(endpoint, _error(400, "Bad Request", "Invalid parameter value"))
+            return self.answer(endpoint, _error(400, "Bad Request", "Invalid parameter value"))
         if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            return self._answer(endpoint, _error(400, "Bad Request", f"page_size must be 1 to {MAX_PAGE_SIZE}"))
+            return self.answer(endpoint, _error(400, "Bad Request", f"page_size must be 1 to {MAX_PAGE_SIZE}"))
         sample = {"data": {"items": [], "has_more_data": False, "current_page": page}}
-        if (fault := await self._delay_and_fault(request, page_size, sample)) is not None:
-            return self._answer(endpoint, fault)
+        if (fault := await self.fault_gate(request, page_size, sample)) is not None:
+            return self.answer(endpoint, fault)
         kind, key, wanted = (LEARNING_PLAN, "learningplan_id", plans) if plans else (COURSE, "course_id", courses)
         rows = sorted(
             (target, user) for target, enrolled in self.state.targets(kind).items() if not wanted or target in wanted
@@ -458,48 +427,45 @@ class DoceboMock:
              "completion_date": "2024-01-01 00:00:00" if (target, user) in completed else None}
             for target, user in rows[start : start + page_size]
         ]
-        return self._answer(endpoint, web.json_response(
+        return self.answer(endpoint, web.json_response(
             {"data": {"items": items, "has_more_data": start + page_size < len(rows), "current_page": page},
              "version": "1.0.0", "_links": []}))
 
-    async def stats(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {
-            "endpoints": {name: {"statuses": {str(k): v for k, v in self.statuses[name].items()}}
-                          for name in ENDPOINTS},
+    def stats_fields(self) -> dict[str, Any]:
+        return {
+            "endpoints": {name: {"statuses": self.statuses_of(name)} for name in ENDPOINTS},
             "bucket": self.bucket.stats(),
             "batch": self.gate.stats(),
-            "faults": dict(self.fault_log.injected),
             "omitted_pairs": self.omitted_pairs,
-            "tokens_issued": self.tokens_issued,
         }
-        if request.query.get("state", "1") != "0":
-            body["state"] = self.state.snapshot()
-        return web.json_response(body)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.state.snapshot()
 
 
 MOCK_KEY = web.AppKey("docebo_mock", DoceboMock)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the Docebo mock on loopback.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--time-scale", type=float, default=1.0)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--courses", type=int, default=4)
     parser.add_argument("--plans", type=int, default=2)
     parser.add_argument("--courses-per-plan", type=int, default=3)
     parser.add_argument("--users", type=int, default=1500, help="users enrolled in each course and plan")
     parser.add_argument("--bucket-capacity", type=float, default=1000.0)
-    parser.add_argument("--seed", type=int, default=0)
-    add_wire_arguments(parser)
-    args = parser.parse_args(argv)
-    wire, ssl_context = wire_from_arguments(parser, args)
-    mock = DoceboMock(
-        DoceboMockConfig(time_scale=args.time_scale, bucket_capacity=args.bucket_capacity, wire=wire,
+
+
+def _build(args: MainArguments) -> DoceboMock:
+    o = args.options
+    return DoceboMock(
+        DoceboMockConfig(time_scale=args.time_scale, bucket_capacity=o.bucket_capacity, wire=args.wire,
                          seed=args.seed),
-        DoceboMockState.generate(args.courses, args.plans, args.courses_per_plan, args.users, seed=args.seed),
+        DoceboMockState.generate(o.courses, o.plans, o.courses_per_plan, o.users, seed=args.seed),
     )
-    web.run_app(mock.app, host=args.host, port=args.port, ssl_context=ssl_context)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(argv, description="Serve the Docebo mock on loopback.", default_port=8080,
+             add_options=_options, build=_build)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Whole-call failures: refused keys (``SU:02``), a known non-administrator UserAPI
 (``SU:01``, as SmarterU answers one; off by default, as the mock serves plain HTTP unless
 given an ``ssl_context``).
 Optional rate limit answering HTTP 429 with ``Retry-After``; seeded latency and faults
-(``common.Faults``, plus ``hostile_xml``: a billion-laughs or external-entity body, a
+(the kit's ``Faults``, plus ``hostile_xml``: a billion-laughs or external-entity body, a
 fault kind of this mock only); answers on the wire as ``wire`` says (pieces, pauses,
 chunked, gzip, stalls); every duration multiplied by ``time_scale``.
 
@@ -26,6 +26,14 @@ faults injected, and (unless ``?state=0``) the enrolment state.
 
 Error ids and the 429 are ours; the messages are SmarterU's documented ones.
 
+What is SmarterU's (here): the one route and its XML answers, the methods, keys and
+permissions, the block cap, the unenrollment queue, the optional 429 rate limit, the
+``hostile_xml`` fault and the XML shape of a truncated answer, the state and the stats'
+fields. What the kit gives (``unenroll.contract.mock``, :class:`MockBase`): the scaled
+clock (or the one a test passes), the seeded draws, the fault gate (latency and faults
+drawn before any state changes), the stats route (faults, state), serving over HTTP or
+HTTPS, the wire, and the command line (:func:`run_main`).
+
 Run it as a process: ``python -m unenroll.adapters.smarteru.mock --port 8081`` (``--help``
 lists the wire and HTTPS flags).
 """
@@ -33,10 +41,7 @@ lists the wire and HTTPS flags).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import math
 import random
-import ssl
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -48,16 +53,13 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 
 from unenroll.contract.mock import (
-    FaultLog,
     Faults,
     Latency,
-    MockServer,
+    MainArguments,
+    MockBase,
     ThresholdCounter,
     WireOptions,
-    add_wire_arguments,
-    answer_fault,
-    mock_app,
-    wire_from_arguments,
+    run_main,
 )
 
 ENROLLED, QUEUED, UNENROLLED = "enrolled", "queued", "unenrolled"
@@ -147,46 +149,36 @@ def answer_xml(result: str, info: ET.Element | None = None, errors: Sequence[Err
     return body
 
 
-class SmarterUMock:
+class SmarterUMock(MockBase):
     """The mock's app and its state. ``clock`` defaults to the event loop's time."""
 
     def __init__(self, config: SmarterUMockConfig | None = None, state: SmarterUMockState | None = None,
                  *, clock: Callable[[], float] | None = None) -> None:
-        self.config = config or SmarterUMockConfig()
+        self.config = c = config or SmarterUMockConfig()
         self.state = state or SmarterUMockState()
-        c, scale = self.config, self.config.time_scale
-        self._clock = clock
+        super().__init__(time_scale=c.time_scale, seed=c.seed, latency=c.latency, faults=c.faults, wire=c.wire,
+                         clock=clock)
+        seconds = self.clock.seconds
         if c.rate_limit is not None:
             retry_after = c.rate_window if c.retry_after is None else c.retry_after
-            self.counter = ThresholdCounter(c.rate_limit, c.rate_window * scale, retry_after * scale)
+            self.counter = ThresholdCounter(c.rate_limit, seconds(c.rate_window), seconds(retry_after))
         else:  # no limit: the counter only measures
-            self.counter = ThresholdCounter(2**62, c.rate_window * scale, 0.0)
-        self.rng = random.Random(c.seed)
-        self.fault_log = FaultLog()
+            self.counter = ThresholdCounter(2**62, seconds(c.rate_window), 0.0)
         self.calls: Counter[str] = Counter()  # by method ("?" before the method is known)
         self.answers: Counter[str] = Counter()  # by Result, error id, or HTTP status
         self.blocks_accepted = 0
         self.largest_call = 0  # most Unenrollment blocks seen in one call
         self._queue: deque[tuple[float, str]] = deque()  # (due, id), due never decreasing
         self._started = False
-        self.app = mock_app(c.wire, c.time_scale, c.seed)
         self.app[MOCK_KEY] = self
         self.app.router.add_post("/apiv2/", self.api)
         self.app.router.add_post("/apiv2", self.api)
-        self.app.router.add_get("/__mock__/stats", self.stats)
-
-    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
-        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
-        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
-
     def advance_queue(self, now: float) -> None:
         """Process the unenrollment queue up to ``now`` (lazily: on each request)."""
-        delay = self.config.queue_delay * self.config.time_scale
+        delay = self.clock.seconds(self.config.queue_delay)
         if not self._started:
             self._started = True
             self._queue.extend((now + delay, i) for i in self.state.ids_with(QUEUED))
@@ -209,18 +201,18 @@ class SmarterUMock:
         retry_after = max(0.0, self.counter.locked_until - now)
         return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": f"{retry_after:.3f}"})
 
-    async def _fault(self, kind: str, request: web.Request) -> web.StreamResponse:
-        self.fault_log.injected[kind] += 1
+    async def answer_fault(self, kind: str, request: web.Request, sample: dict[str, Any]) -> web.StreamResponse:
+        """SmarterU's own faults (a hostile body; half an XML answer), else the kit's."""
         if kind == "hostile_xml":
             body = BILLION_LAUGHS if self.rng.random() < 0.5 else EXTERNAL_ENTITY
             return web.Response(text=body, content_type="text/xml")
         if kind == "truncated":
-            sample = answer_xml("Success").decode()
-            return web.Response(text=sample[: len(sample) // 2], content_type="text/xml")
-        return await answer_fault(kind, request, self.rng, self.config.faults, {"Result": "Failed"})
+            text = answer_xml("Success").decode()
+            return web.Response(text=text[: len(text) // 2], content_type="text/xml")
+        return await super().answer_fault(kind, request, sample)
 
-    def _draw_fault(self) -> str | None:
-        fault = self.config.faults.draw(self.rng)
+    def draw_fault(self) -> str | None:
+        fault = super().draw_fault()
         if fault is None and self.config.hostile_xml and self.rng.random() < self.config.hostile_xml:
             fault = "hostile_xml"
         return fault
@@ -246,12 +238,8 @@ class SmarterUMock:
         method = _text(package.find("Method")) if package is not None else "?"
         self.calls[method or "?"] += 1
         blocks = package.findall("./Parameters/LearningModuleEnrollment/Unenrollment") if package is not None else []
-        delay = c.latency.draw(len(blocks), self.rng, c.time_scale)
-        fault = self._draw_fault()  # drawn before any state changes: a faulted call does nothing
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if fault is not None:
-            return await self._fault(fault, request)
+        if (fault := await self.fault_gate(request, len(blocks), {"Result": "Failed"})) is not None:
+            return fault
         if package is None:
             return self._whole_call_error("SU:01", "No POST data detected.")
         if package.tag != "SmarterU":
@@ -283,7 +271,7 @@ class SmarterUMock:
             return self._whole_call_error(
                 "ULM:05", f"The unenrollLearningModules method supports up to {c.max_blocks} unenrollments per call.")
         now = self.now()
-        due = now + c.queue_delay * c.time_scale
+        due = now + self.clock.seconds(c.queue_delay)
         info = ET.Element("Info")
         unenrollments = ET.SubElement(info, "Unenrollments")
         errors: list[Error] = []
@@ -325,10 +313,10 @@ class SmarterUMock:
             ET.SubElement(record, "CompletedDate").text = self.state.completed.get(rel_id, "")
         return self._xml("Success", info)
 
-    async def stats(self, request: web.Request) -> web.Response:
+    def stats_fields(self) -> dict[str, Any]:
         self.advance_queue(self.now())
         counter = self.counter
-        body: dict[str, Any] = {
+        return {
             "calls": sum(self.calls.values()),
             "calls_by_method": dict(self.calls),
             "window_s": counter.window,
@@ -341,12 +329,11 @@ class SmarterUMock:
             "answers": dict(self.answers),
             "blocks_accepted": self.blocks_accepted,
             "largest_call": self.largest_call,
-            "faults": dict(self.fault_log.injected),
             "queue_pending": sum(1 for _, i in self._queue if self.state.enrollments.get(i) == QUEUED),
         }
-        if request.query.get("state", "1") != "0":
-            body["state"] = self.state.snapshot()
-        return web.json_response(body)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.state.snapshot()
 
 
 MOCK_KEY = web.AppKey("smarteru_mock", SmarterUMock)
@@ -356,28 +343,26 @@ def _text(element: ET.Element | None) -> str:
     return "" if element is None or element.text is None else element.text.strip()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the SmarterU API mock on loopback.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--time-scale", type=float, default=1.0)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enrolled", type=int, default=1000, help="enrolments to seed")
     parser.add_argument("--queued", type=int, default=0, help="enrolments seeded as already queued")
     parser.add_argument("--queue-delay", type=float, default=60.0)
     parser.add_argument("--rate-limit", type=int, default=None, help="calls per --rate-window, then 429")
     parser.add_argument("--rate-window", type=float, default=60.0)
     parser.add_argument("--require-https", action="store_true", help="answer a plain-HTTP POST with SU:01")
-    parser.add_argument("--seed", type=int, default=0)
-    add_wire_arguments(parser)
-    args = parser.parse_args(argv)
-    wire, ssl_context = wire_from_arguments(parser, args)
-    if not math.isfinite(args.time_scale) or args.time_scale <= 0:
-        parser.error("--time-scale must be a positive number")
-    config = SmarterUMockConfig(time_scale=args.time_scale, queue_delay=args.queue_delay,
-                                rate_limit=args.rate_limit, rate_window=args.rate_window,
-                                require_https=args.require_https, wire=wire, seed=args.seed)
-    state = SmarterUMockState.generate(args.enrolled, args.queued, seed=args.seed)
-    web.run_app(SmarterUMock(config, state).app, host=args.host, port=args.port, ssl_context=ssl_context)
+
+
+def _build(args: MainArguments) -> SmarterUMock:
+    o = args.options
+    config = SmarterUMockConfig(time_scale=args.time_scale, queue_delay=o.queue_delay, rate_limit=o.rate_limit,
+                                rate_window=o.rate_window, require_https=o.require_https, wire=args.wire,
+                                seed=args.seed)
+    return SmarterUMock(config, SmarterUMockState.generate(o.enrolled, o.queued, seed=args.seed))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(argv, description="Serve the SmarterU API mock on loopback.", default_port=8081,
+             add_options=_options, build=_build)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,15 @@ unknown course or batch; 400 for a malformed erecno; tokens that expire; seeded 
 and faults; answers on the wire as ``wire`` says (pieces, pauses, chunked, gzip, stalls);
 every duration multiplied by ``time_scale``.
 
+What is Zoho's (here): the routes and their answers (bodies, codes 7209/401/404/414/422/400),
+the per-API threshold and lock, the id and URL caps, the token endpoint's grant check and
+the ``Zoho-oauthtoken`` scheme, the state (batches, learners, shares), the stats' per-API
+counters and statuses. What the kit gives (``unenroll.contract.mock``, :class:`MockBase`):
+the scaled clock, the seeded draws, the fault gate (latency and faults drawn before any
+state changes), the token store (issue, expiry, the ``Authorization`` check), status
+counting, the stats route (faults, tokens issued, state), serving over HTTP or HTTPS,
+the wire, and the command line (:func:`run_main`).
+
 Run it as a process: ``python -m unenroll.adapters.zoho.mock --port 8080`` (``--help``
 lists the wire and HTTPS flags).
 """
@@ -15,29 +24,22 @@ lists the wire and HTTPS flags).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import random
-import secrets
-import ssl
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from unenroll.contract.mock import (
-    FaultLog,
     Faults,
     Latency,
-    MockServer,
+    MainArguments,
+    MockBase,
     ThresholdCounter,
+    TokenStore,
     WindowKind,
     WireOptions,
-    add_wire_arguments,
-    answer_fault,
-    mock_app,
-    wire_from_arguments,
+    run_main,
 )
 
 LOCKED_BODY = {
@@ -107,43 +109,31 @@ class ZohoMockState:
         }
 
 
-class ZohoMock:
+class ZohoMock(MockBase):
     """The mock's app and its state. ``app`` is an :class:`aiohttp.web.Application`."""
 
     ENDPOINTS = ("unenroll", "remove_learner", "share_course", "read_learners")
 
     def __init__(self, config: ZohoMockConfig | None = None, state: ZohoMockState | None = None) -> None:
-        self.config = config or ZohoMockConfig()
+        self.config = c = config or ZohoMockConfig()
         self.state = state or ZohoMockState()
-        c = self.config
-        scale = c.time_scale
+        super().__init__(time_scale=c.time_scale, seed=c.seed, latency=c.latency, faults=c.faults, wire=c.wire,
+                         endpoints=self.ENDPOINTS)
+        seconds = self.clock.seconds
         self.counters = {
-            name: ThresholdCounter(c.threshold, c.window * scale, c.lock_period * scale, c.window_kind,
+            name: ThresholdCounter(c.threshold, seconds(c.window), seconds(c.lock_period), c.window_kind,
                                    c.extend_lock_on_call)
             for name in self.ENDPOINTS
         }
-        self.rng = random.Random(c.seed)
-        self.fault_log = FaultLog()
-        self.statuses: dict[str, Counter[int]] = {name: Counter() for name in self.ENDPOINTS}
-        self.tokens: dict[str, float] = {}  # token -> expiry (loop time)
-        self.tokens_issued = 0
-        self.app = mock_app(c.wire, c.time_scale, c.seed)
+        self.tokens = TokenStore("Zoho-oauthtoken", seconds(c.token_lifetime), prefix="1000.", nbytes=16)
         r = self.app.router
         r.add_post("/oauth/v2/token", self.token)
         r.add_post("/api/v1/courses/{course}/batches/{batch}/unenroll", self.unenroll)
         r.add_delete("/api/v1/courses/{course}/batches/{batch}/learners/{learner}", self.remove_learner)
         r.add_put("/api/v1/courses/{course}/share", self.share_course)
         r.add_get("/api/v1/courses/{course}/batches/{batch}/learners", self.read_learners)
-        r.add_get("/__mock__/stats", self.stats)
-
-    def serve(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> MockServer:
-        """Serve on loopback; HTTPS with ``ssl_context`` (a server context, e.g. ``LoopbackTLS.server``)."""
-        return MockServer(self.app, host, port, ssl_context)
 
     # -- plumbing ------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
 
     async def token(self, request: web.Request) -> web.Response:
         form = dict(await request.post()) | dict(request.query)
@@ -152,40 +142,25 @@ class ZohoMock:
                 or form.get("client_id") != c.client_id or form.get("client_secret") != c.client_secret):
             return web.json_response({"error": "invalid_client"}, status=400)
         if c.token_latency:
-            await asyncio.sleep(c.token_latency * c.time_scale)
-        token = "1000." + secrets.token_hex(16)
-        self.tokens[token] = self._now() + c.token_lifetime * c.time_scale
-        self.tokens_issued += 1
+            await self.clock.sleep(c.token_latency)
+        token = self.issue_token()
         return web.json_response({"access_token": token, "expires_in": int(c.token_lifetime), "token_type": "Bearer"})
 
     async def _gate(
         self, endpoint: str, request: web.Request, items: int, sample: dict[str, Any]
     ) -> web.StreamResponse | None:
         """Threshold, auth, faults, latency: an answer that ends the call, or None to serve it."""
-        now = self._now()
-        if not self.counters[endpoint].hit(now):
-            return self._answer(endpoint, web.json_response(LOCKED_BODY, status=400))
-        auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Zoho-oauthtoken ")
-        if not auth.startswith("Zoho-oauthtoken ") or self.tokens.get(token, -1.0) < now:
+        if not self.counters[endpoint].hit(self.now()):
+            return self.answer(endpoint, web.json_response(LOCKED_BODY, status=400))
+        if not self.authorised(request):
             expired = {"code": "401", "message": "Invalid OAuth token"}
-            return self._answer(endpoint, web.json_response(expired, status=401))
-        c = self.config
-        delay = c.latency.draw(items, self.rng, c.time_scale)
-        fault = c.faults.draw(self.rng)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if fault is not None:
-            self.fault_log.injected[fault] += 1
-            return self._answer(endpoint, await answer_fault(fault, request, self.rng, c.faults, sample))
+            return self.answer(endpoint, web.json_response(expired, status=401))
+        if (fault := await self.fault_gate(request, items, sample)) is not None:
+            return self.answer(endpoint, fault)
         return None
 
-    def _answer(self, endpoint: str, response: web.StreamResponse) -> web.StreamResponse:
-        self.statuses[endpoint][response.status] += 1
-        return response
-
     def _error(self, endpoint: str, status: int, message: str) -> web.StreamResponse:
-        return self._answer(endpoint, web.json_response({"code": str(status), "message": message}, status=status))
+        return self.answer(endpoint, web.json_response({"code": str(status), "message": message}, status=status))
 
     def _parse_erecnos(self, raw: str | None) -> list[str] | None:
         try:
@@ -230,7 +205,7 @@ class ZohoMock:
                 done.add(erecno)
                 answer.append({"erecno": erecno, "learnerId": learner_id, "enrollmentStatus": "unenrolled",
                                "batchId": batch, "courseId": course})
-        return self._answer(endpoint, web.json_response({"code": "200", "message": "success", "learners": answer}))
+        return self.answer(endpoint, web.json_response({"code": "200", "message": "success", "learners": answer}))
 
     async def remove_learner(self, request: web.Request) -> web.StreamResponse:
         endpoint = "remove_learner"
@@ -246,7 +221,7 @@ class ZohoMock:
             return self._error(endpoint, 404, "Learner not found in this batch")
         del learners[erecno]
         self.state.unenrolled.setdefault((course, batch), set()).add(erecno)
-        return self._answer(endpoint, web.json_response(sample))
+        return self.answer(endpoint, web.json_response(sample))
 
     async def share_course(self, request: web.Request) -> web.StreamResponse:
         endpoint = "share_course"
@@ -270,7 +245,7 @@ class ZohoMock:
                 users.append({"erecno": erecno, "displayName": f"Employee {erecno[-4:]}",
                               "employeeId": erecno[-4:], "emailId": f"e{erecno}@example.com",
                               "displayPictureURL": ""})
-        return self._answer(endpoint, web.json_response({"sharedUsers": users, "code": "200", "message": "success"}))
+        return self.answer(endpoint, web.json_response({"sharedUsers": users, "code": "200", "message": "success"}))
 
     async def read_learners(self, request: web.Request) -> web.StreamResponse:
         endpoint = "read_learners"
@@ -287,37 +262,31 @@ class ZohoMock:
         page = sorted(learners.items())[start : start + PAGE_SIZE]
         records = [{"erecno": e, "learnerId": lid, "enrollmentStatus": "enrolled", "completionStatus": "in_progress"}
                    for e, lid in page]
-        return self._answer(endpoint, web.json_response({"code": "200", "message": "success", "learners": records}))
+        return self.answer(endpoint, web.json_response({"code": "200", "message": "success", "learners": records}))
 
-    async def stats(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {
-            "endpoints": {
-                name: {**counter.stats(), "statuses": {str(k): v for k, v in self.statuses[name].items()}}
-                for name, counter in self.counters.items()
-            },
-            "faults": dict(self.fault_log.injected),
-            "tokens_issued": self.tokens_issued,
-        }
-        if request.query.get("state", "1") != "0":
-            body["state"] = self.state.snapshot()
-        return web.json_response(body)
+    def stats_fields(self) -> dict[str, Any]:
+        return {"endpoints": {name: {**counter.stats(), "statuses": self.statuses_of(name)}
+                              for name, counter in self.counters.items()}}
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.state.snapshot()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the Zoho People LMS mock on loopback.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--time-scale", type=float, default=1.0)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--courses", type=int, default=2)
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--learners", type=int, default=100)
-    add_wire_arguments(parser)
-    args = parser.parse_args(argv)
-    wire, ssl_context = wire_from_arguments(parser, args)
-    mock = ZohoMock(ZohoMockConfig(time_scale=args.time_scale, wire=wire),
-                    ZohoMockState.generate(args.courses, args.batches, args.learners))
-    web.run_app(mock.app, host=args.host, port=args.port, ssl_context=ssl_context,
-                handler_args={"max_line_size": 65536})
+
+
+def _build(args: MainArguments) -> ZohoMock:
+    o = args.options
+    return ZohoMock(ZohoMockConfig(time_scale=args.time_scale, wire=args.wire, seed=args.seed),
+                    ZohoMockState.generate(o.courses, o.batches, o.learners))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(argv, description="Serve the Zoho People LMS mock on loopback.", default_port=8080,
+             add_options=_options, build=_build)
 
 
 if __name__ == "__main__":

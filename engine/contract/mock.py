@@ -1,29 +1,28 @@
-"""The mock kit, as a vendor's mock imports it: serving (HTTP or HTTPS on loopback), the
-wire (answers in pieces, chunked, gzip, stalls), seeded faults and latency, threshold
-counters, and the contract's values a mock needs to speak of items."""
+"""The mock kit, as a vendor's mock imports it: the base a mock is built on (clock, seeded
+draws, fault gate, tokens, statuses, stats route, serving), its command line, serving
+(HTTP or HTTPS on loopback), the wire (answers in pieces, chunked, gzip, stalls), seeded
+faults and latency, and threshold counters."""
 
-from unenroll.mockkit.kit import (
-    HOSTILE_WIRE,
-    FaultLog,
-    Faults,
-    Latency,
-    LoopbackTLS,
-    MockServer,
-    ThresholdCounter,
-    WindowKind,
-    WireOptions,
-    WireResponse,
+from unenroll.mockkit.base import STATS_PATH, MockBase
+from unenroll.mockkit.clock import ScaledClock
+from unenroll.mockkit.faults import FaultLog, Faults, Latency, answer_fault
+from unenroll.mockkit.main import (
+    MainArguments,
+    MockMain,
     add_wire_arguments,
-    answer_fault,
-    mock_app,
-    serve,
-    server_tls,
+    parse_main,
+    run_main,
     wire_from_arguments,
-    wire_middleware,
 )
+from unenroll.mockkit.server import MockServer, serve
+from unenroll.mockkit.threshold import ThresholdCounter, WindowKind
+from unenroll.mockkit.tls import LoopbackTLS, server_tls
+from unenroll.mockkit.tokens import TokenStore
+from unenroll.mockkit.wire import HOSTILE_WIRE, WireOptions, WireResponse, mock_app, wire_middleware
 
 __all__ = [
-    "HOSTILE_WIRE", "FaultLog", "Faults", "Latency", "LoopbackTLS", "MockServer", "ThresholdCounter", "WindowKind",
-    "WireOptions", "WireResponse", "add_wire_arguments", "answer_fault", "mock_app", "serve", "server_tls",
-    "wire_from_arguments", "wire_middleware",
+    "HOSTILE_WIRE", "STATS_PATH", "FaultLog", "Faults", "Latency", "LoopbackTLS", "MainArguments", "MockBase",
+    "MockMain", "MockServer", "ScaledClock", "ThresholdCounter", "TokenStore", "WindowKind", "WireOptions",
+    "WireResponse", "add_wire_arguments", "answer_fault", "mock_app", "parse_main", "run_main", "serve",
+    "server_tls", "wire_from_arguments", "wire_middleware",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """Seconds per answer: ``base + per_item * items + jitter * U(0, 1)``, before time scale."""

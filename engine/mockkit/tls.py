@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class LoopbackTLS:
     """A throwaway certificate authority and a certificate it issued for 127.0.0.1 and

@@ -16,6 +16,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
+
 @dataclass(frozen=True, slots=True)
 class WireOptions:
     """How a mock writes each answer of the vendor's routes on the wire (real networks
