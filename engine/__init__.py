@@ -8,9 +8,10 @@ from unenroll.accounts.journal import Journal, JournalError, JournalLocked
 from unenroll.accounts.ledger import AccountingError, Report
 from unenroll.accounts.results import ResultsWriter
 from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
-from unenroll.job.pipeline import Job, OutcomeStream, run, stream
+from unenroll.job.job import Job
 from unenroll.job.retry import RetryPolicy
 from unenroll.job.settings import JobSettings
+from unenroll.job.stream import OutcomeStream, run, stream
 from unenroll.limits.window import CallLimiter, RollingWindowLimiter
 from unenroll.model import Item, ItemOutcome, Outcome, Unreadable
 from unenroll.observe.secrets import Secret

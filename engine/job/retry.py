@@ -1,5 +1,6 @@
 """Retry policy as a value: how many sends an item gets, for how long, and the backoff
-between them. The pipeline asks it two questions and keeps no retry logic of its own.
+between them. Jobs and backups ask it and keep no retry logic of their own
+(its owner: ``JobSettings``, see ``settings.py``).
 
 Invariant: an item is sent at most ``max_attempts`` times counting the first, and is
 not re-sent once ``deadline`` seconds have passed since its first send. Re-sends that
@@ -47,6 +48,14 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return False
         return self.deadline is None or now - first_sent_at < self.deadline
+
+    def delay_before_next_send(self, failures: int, first_sent_at: float, now: float,
+                               rng: random.Random) -> float | None:
+        """After the ``failures``-th failure of a unit first sent at ``first_sent_at``: the
+        backoff before its next send, or ``None`` when the policy allows it none (its
+        attempts are spent, or the send would leave after the deadline)."""
+        delay = self.backoff(failures, rng)
+        return delay if self.may_retry(failures, first_sent_at, now + delay) else None
 
     def scaled(self, time_scale: float) -> RetryPolicy:
         """The same policy with every duration multiplied by ``time_scale``."""

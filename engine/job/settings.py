@@ -1,4 +1,14 @@
-"""A job's own knobs, as a value: what is not a vendor's limit (those live on the adapter)."""
+"""A job's own knobs, as a value: what is not a vendor's limit (those live on the adapter).
+
+It is the one owner of every retry budget, for jobs and backups alike: its
+:class:`~unenroll.job.retry.RetryPolicy` decides how many sends a unit of work gets (an
+item of a job, a page of a backup, a token fetch), until when, and the backoff between
+them; ``max_throttles`` how many throttles one unit may meet; ``max_pause`` how long one
+throttle may pause an endpoint. The job's verdicts (``verdicts.py``), the call path
+(``calls.py``) and the backup (``planning/backup.py``) ask it and count nothing against
+limits of their own; re-sends that fix the request (a bisect, a halving, the one re-send
+after a token refresh) spend no attempt and are bounded on their own.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +39,11 @@ class JobSettings:
             raise ValueError("linger, max_chunk_wait, max_throttles and stop_grace cannot be negative")
         if not 0.0 < self.max_pause < math.inf:  # NaN fails too
             raise ValueError("max_pause must be a number of seconds above 0")
+
+    def may_meet_another_throttle(self, throttles: int) -> bool:
+        """Whether a unit of work that met ``throttles`` throttles may be sent again: it
+        meets at most ``max_throttles`` of them."""
+        return throttles < self.max_throttles
 
     def scaled(self, time_scale: float) -> JobSettings:
         """The durations that stand for vendor time (the retry policy, ``max_pause``)
