@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unenroll.adapters.docebo import adapter as docebo
-from unenroll.adapters.echoed_ids import EXACT_FLOAT_LIMIT, exact_id
 from unenroll.adapters.smarteru import adapter as smarteru
 from unenroll.adapters.zoho import adapter as zoho
 from unenroll.contract.declarations import ReadPage
 from unenroll.model import CallResult, CallVerdict, ItemVerdict, Outcome
+from unenroll.wire.echoed_ids import EXACT_FLOAT_LIMIT, exact_id
 from unenroll.wire.http import HttpResponse
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -243,7 +243,7 @@ _TARGET_KEY = {COURSE: "course_id", LEARNING_PLAN: "learningplan_id"}
 def _pair(record: Any) -> tuple[str, str, str] | None:
     """``(kind, target id, user id)`` of an answer's pair, ids as canonical digits, or
     ``None`` if it is not one: not an object, ids that are not exact
-    (:func:`~unenroll.adapters.echoed_ids.exact_id`), or a course and a plan both or neither.
+    (:func:`~unenroll.wire.echoed_ids.exact_id`), or a course and a plan both or neither.
     """
     if not isinstance(record, dict):
         return None

@@ -228,7 +228,7 @@ def entries_by_id(
     cannot be read.
 
     Well formed in full: every entry an object naming exactly one id in ``key`` (matched by
-    :func:`~unenroll.adapters.echoed_ids.exact_id`), no id twice, and, when ``sent`` is
+    :func:`~unenroll.wire.echoed_ids.exact_id`), no id twice, and, when ``sent`` is
     given, only ids that were sent. Only from such a list may an id it leaves out be read as
     absent; one entry that cannot be matched makes the whole list unreadable.
     """

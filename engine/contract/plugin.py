@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import aiohttp
     from aiohttp import web
 
-    from unenroll.mockkit.kit import WireOptions
+    from unenroll.mockkit.wire import WireOptions
 
 T = TypeVar("T")
 ENTRY_POINT_GROUP = "unenroll.vendors"
