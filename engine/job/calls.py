@@ -11,7 +11,8 @@ Invariants:
   :meth:`Lane.board <unenroll.job.endpoint.Lane.board>` (a place on the wire, then a
   permit), and the permit is given back when its answer or failure is in;
 - a call in flight finishes even if its task is cancelled (shielded; the transport's
-  timeout bounds it), so its answer is read and accounted for;
+  timeout bounds it), so its answer is read and accounted for; only a caller whose calls
+  change nothing (a backup's reads) may let a stop cut them off (``finish_on_stop=False``);
 - a throttle pauses the endpoint before any further call on it may leave: by the vendor's
   word, at most ``max_pause`` (``EndpointSpec.pause_for``);
 - at most one token refresh per call: refused again right after it, the answer is
@@ -96,6 +97,7 @@ class CallPath:
         before_send: Callable[[], None] = _nothing,
         may_refresh: bool = True,
         keep_place: bool = False,
+        finish_on_stop: bool = True,
         log: Any = None,
     ) -> Answer[R]:
         """Send ``request`` on a boarded ``ticket`` and read the answer with ``read``; after a
@@ -111,7 +113,7 @@ class CallPath:
                 before_send()
                 lane.stats.calls += 1
                 lost = False
-                with anyio.CancelScope(shield=True):  # a call in flight finishes even on stop
+                with anyio.CancelScope(shield=finish_on_stop):  # a change in flight finishes even on stop
                     try:
                         response = await self.adapter.transport.send(request, headers)
                     except TransportError as exc:

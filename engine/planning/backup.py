@@ -9,9 +9,10 @@ reads and writes one JSONL line per targeted item.
 
 Invariants of :func:`run_backup`:
 
-- every call (first sends, retries, re-sends after a throttle or a token refresh) starts
-  only after the read endpoint's limiter allows it, so the reads never exceed that
-  endpoint's limits; credentials are fetched *before* the permit (see ``pipeline.py``);
+- every call (first sends, retries, re-sends after a throttle or a token refresh) goes
+  through the job's one call path (``job/calls.py``): it starts only after the read
+  endpoint's limiter allows it, so the reads never exceed that endpoint's limits, and
+  credentials are fetched *before* the permit;
 - every distinct targeted item ends in exactly one line: its record, or ``null`` when
   the read shows no enrolment (``"invalid"`` says why an item that the job would reject
   was not read);
@@ -22,9 +23,9 @@ Invariants of :func:`run_backup`:
 - with a journal, the job's backup is recorded as begun (from then on the journal lets
   no change leave), each page as written, and the backup as complete with its hash; on a
   resumed job it goes on from the pages the journal knows (see :func:`run_backup`);
-- retries are bounded by the :class:`~unenroll.job.retry.RetryPolicy`, throttles by
-  ``max_throttles`` per call, pages by ``max_pages`` per read, token refreshes by one per
-  call.
+- the budget is the job's :class:`~unenroll.job.settings.JobSettings`: retries are
+  bounded by its retry policy, throttles by ``max_throttles`` per page; pages by
+  ``max_pages`` per read, token refreshes by one per call.
 """
 
 from __future__ import annotations
@@ -43,16 +44,17 @@ import anyio
 
 from unenroll.accounts.journal import BackupState, Journal
 from unenroll.contract.declarations import Adapter, EndpointSpec, EnrolmentReader, Operation, ReadPage
+from unenroll.job.calls import CallPath
+from unenroll.job.endpoint import Lane
 from unenroll.job.retry import RetryPolicy
-from unenroll.limits.window import CallLimiter
+from unenroll.job.settings import JobSettings
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
 from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
-from unenroll.wire.auth import AuthError, headers_with_retry
-from unenroll.wire.http import HttpResponse, TransportError
+from unenroll.wire.auth import AuthError
+from unenroll.wire.http import HttpResponse
 
 Target = tuple[str, ...]
-DEFAULT_MAX_PAUSE = 3600.0  # as JobSettings.max_pause: one hour of vendor time
 
 
 class BackupError(Exception):
@@ -277,46 +279,50 @@ def _plan_reads(adapter: Adapter, items: Sequence[Item], done: Set[tuple[str, st
 
 
 class _Reading:
-    """Reads per endpoint: ``max_in_flight`` workers share the endpoint's one limiter."""
+    """Reads per endpoint: ``max_in_flight`` workers share the endpoint's lane, and every
+    call goes through the job's own call path (``job/calls.py``)."""
 
-    def __init__(self, adapter: Adapter, out: _BackupFile, retry: RetryPolicy, max_throttles: int, max_pages: int,
-                 rng: random.Random, max_pause: float) -> None:
-        self.adapter, self.out, self.retry, self.max_pause = adapter, out, retry, max_pause
-        self.max_throttles, self.max_pages, self.rng = max_throttles, max_pages, rng
-        self.calls = 0
+    def __init__(self, adapter: Adapter, out: _BackupFile, settings: JobSettings, max_pages: int,
+                 rng: random.Random) -> None:
+        self.adapter, self.out, self.settings, self.max_pages, self.rng = adapter, out, settings, max_pages, rng
         self.failure: BackupError | None = None
         self.log = get_logger(vendor=adapter.vendor, phase="backup")
+        self.path = CallPath(adapter, settings, rng, self.log)
+        self.lanes: list[Lane] = []
+
+    @property
+    def calls(self) -> int:
+        return sum(lane.stats.calls for lane in self.lanes)
 
     async def run(self, reads: Mapping[str, Sequence[_Read]]) -> None:
         async with anyio.create_task_group() as tg:
             for endpoint, endpoint_reads in reads.items():
-                spec = self.adapter.endpoints[endpoint]
-                limiter = spec.make_limiter()
+                lane = Lane(self.adapter.endpoints[endpoint])
+                self.lanes.append(lane)
                 queue = iter(endpoint_reads)  # shared by the workers: next() never awaits
-                for _ in range(max(1, spec.max_in_flight)):
-                    tg.start_soon(self._worker, spec, limiter, queue, tg.cancel_scope)
+                for _ in range(lane.in_flight):
+                    tg.start_soon(self._worker, lane, queue, tg.cancel_scope)
         if self.failure is not None:
             raise self.failure
 
-    async def _worker(self, spec: EndpointSpec, limiter: CallLimiter, queue: Iterator[_Read],
-                      scope: anyio.CancelScope) -> None:
+    async def _worker(self, lane: Lane, queue: Iterator[_Read], scope: anyio.CancelScope) -> None:
         for read in queue:
             try:
-                await self._read_all_pages(spec, limiter, read)
+                await self._read_all_pages(lane, read)
             except BackupError as exc:
                 if self.failure is None:
                     self.failure = exc
-                    self.log.error("backup.failed", endpoint=spec.name, error=str(exc))
+                    self.log.error("backup.failed", endpoint=lane.spec.name, error=str(exc))
                 scope.cancel()
                 return
 
-    async def _read_all_pages(self, spec: EndpointSpec, limiter: CallLimiter, read: _Read) -> None:
+    async def _read_all_pages(self, lane: Lane, read: _Read) -> None:
         """Pages until the answer says there are no more, or every subject has its record;
         each page's records are written as soon as it is read."""
         wanted = set(read.subjects)
         found: set[str] = set()
         for page in range(read.first_page, self.max_pages):
-            answer = await self._call(spec, limiter, read, page)
+            answer = await self._call(lane, read, page)
             new = {s: r for s, r in answer.records.items() if s in wanted and s not in found}
             found.update(new)
             last = not answer.more or len(found) == len(wanted)
@@ -324,78 +330,52 @@ class _Reading:
             self.out.page(read, page, new, missing, self.calls)
             if last:
                 return
-        raise BackupError(f"{spec.name}: target {'/'.join(read.target)} still had more after {self.max_pages} pages")
+        raise BackupError(f"{lane.spec.name}: target {'/'.join(read.target)} still had more after "
+                          f"{self.max_pages} pages")
 
-    async def _credentials(self) -> tuple[int, Mapping[str, str]]:
-        try:
-            return await headers_with_retry(self.adapter.auth, self.retry.max_attempts,
-                                            lambda n: self.retry.backoff(n, self.rng))
-        except AuthError as exc:
-            raise BackupError(scrub(f"auth: {exc}")) from None
-
-    async def _call(self, spec: EndpointSpec, limiter: CallLimiter, read: _Read, page: int) -> ReadPage:
-        """One page, re-sent on throttles, transient failures and one token refresh."""
-        where = f"{spec.name} {'/'.join(read.target)} page {page}"
+    async def _call(self, lane: Lane, read: _Read, page: int) -> ReadPage:
+        """One page through the call path, sent again after a throttle or a transient
+        failure as long as the job's budget (``JobSettings``) allows."""
+        where = f"{lane.spec.name} {'/'.join(read.target)} page {page}"
         try:
             request = read.reader.build_page(read.target, read.subjects, page)
         except Exception as exc:
             raise BackupError(scrub(f"{where}: cannot build the request: {type(exc).__name__}: {exc}")) from None
+
+        def read_page(response: HttpResponse) -> ReadPage | CallResult:
+            return read.reader.read_page(read.target, read.subjects, response)
+
+        first_sent: list[float] = []
+
+        def before_send() -> None:
+            if not first_sent:
+                first_sent.append(anyio.current_time())
+
         failures = throttles = 0
-        refreshed = False
-        first_sent: float | None = None
-        generation, headers = await self._credentials()
         while True:
-            permit = await limiter.acquire()  # credentials first, then the permit: see the module docstring
-            self.calls += 1
-            first_sent = anyio.current_time() if first_sent is None else first_sent
             try:
-                response = await self.adapter.transport.send(request, headers)
-            except TransportError as exc:
-                result: ReadPage | CallResult = CallResult.whole(CallVerdict.RETRY, "transport", scrub(str(exc)))
-            else:
-                result = _read(read, response)
-            finally:
-                limiter.done(permit)
+                answer = await self.path.send(lane, await self.path.board(lane), request, read_page,
+                                              before_send=before_send, finish_on_stop=False)  # reads change nothing
+            except AuthError as exc:
+                raise BackupError(scrub(f"auth: {exc}")) from None
+            result = answer.result
             if isinstance(result, ReadPage):
                 return result
-            verdict, reason = result.verdict, f"{result.code}: {result.message}"
-            if verdict is CallVerdict.THROTTLED:
+            reason = f"{result.code}: {result.message}"
+            if result.verdict is CallVerdict.THROTTLED:  # the call path paused the endpoint
                 throttles += 1
-                if throttles > self.max_throttles:
+                if not self.settings.may_meet_another_throttle(throttles):
                     raise BackupError(scrub(f"{where}: throttled {throttles} times ({reason})"))
-                pause = spec.pause_for(result.retry_after, self.max_pause)
-                limiter.pause(pause)
-                self.log.warning("backup.throttled", endpoint=spec.name, code=result.code, pause_s=round(pause, 3))
-            elif verdict is CallVerdict.AUTH_EXPIRED and not refreshed:
-                refreshed = True
-                try:
-                    await self.adapter.auth.refresh(generation)
-                except AuthError as exc:
-                    raise BackupError(scrub(f"{where}: auth: {exc}")) from None
-                except TransportError:
-                    refreshed = False  # the token endpoint failed, not the credentials: try again below
-                    failures += 1
-                    await self._backoff(where, failures, first_sent, "the token endpoint failed")
-            elif verdict is CallVerdict.RETRY:
+            elif result.verdict is CallVerdict.RETRY:
                 failures += 1
-                await self._backoff(where, failures, first_sent, reason)
-            else:
+                delay = self.settings.retry.delay_before_next_send(failures, first_sent[0], anyio.current_time(),
+                                                                   self.rng)
+                if delay is None:
+                    raise BackupError(scrub(f"{where}: gave up after {failures} failed sends ({reason})"))
+                self.log.info("backup.retry", where=where, failures=failures, reason=scrub(reason))
+                await anyio.sleep(delay)
+            else:  # refused: for good, or again right after a token refresh
                 raise BackupError(scrub(f"{where}: {reason}"))
-            generation, headers = await self._credentials()
-
-    async def _backoff(self, where: str, failures: int, first_sent: float, reason: str) -> None:
-        if not self.retry.may_retry(failures, first_sent, anyio.current_time()):
-            raise BackupError(scrub(f"{where}: gave up after {failures} failed sends ({reason})"))
-        self.log.info("backup.retry", where=where, failures=failures, reason=scrub(reason))
-        await anyio.sleep(self.retry.backoff(failures, self.rng))
-
-
-def _read(read: _Read, response: HttpResponse) -> ReadPage | CallResult:
-    """The reader's reading, checked: a reader that raises is a bad answer (retried)."""
-    try:
-        return read.reader.read_page(read.target, read.subjects, response)
-    except Exception as exc:
-        return CallResult.whole(CallVerdict.RETRY, "unreadable", f"{type(exc).__name__}: {exc}")
 
 
 def _sha256(path: Path) -> str:
@@ -457,19 +437,24 @@ async def run_backup(
     items: Sequence[Item],
     path: Path,
     *,
-    retry: RetryPolicy | None = None,
-    max_throttles: int = 10,
+    settings: JobSettings | None = None,
     max_pages: int = 100_000,
-    seed: int | None = None,
     journal: Journal | None = None,
-    max_pause: float = DEFAULT_MAX_PAUSE,
+    retry: RetryPolicy | None = None,
+    max_throttles: int | None = None,
+    seed: int | None = None,
+    max_pause: float | None = None,
 ) -> BackupResult:
     """Read the current enrolment of every distinct item and write it to ``path`` (JSONL).
 
     Each line: ``{"vendor", "operation", "target", "subject", "record"}``, ``target`` joined
     by ``/`` as in results files, ``record`` the vendor's fields or ``null`` when the read
-    shows no enrolment (plus ``"invalid"`` for an item the job would reject). A throttled
-    read pauses its endpoint as the job does: the vendor's word, at most ``max_pause``. Raises
+    shows no enrolment (plus ``"invalid"`` for an item the job would reject). Calls go
+    through the job's call path, and the job's ``settings`` are the budget: a throttled read
+    pauses its endpoint as the job does (the vendor's word, at most ``max_pause``), a page
+    meets at most ``max_throttles`` throttles, and transient failures are retried as the
+    retry policy allows. ``retry``, ``max_throttles``, ``seed`` and ``max_pause`` override
+    those ``settings`` (for older callers). Raises
     :class:`BackupError` (before any call if an operation has no read API); the partial
     file is then left at ``<path>.partial``.
 
@@ -479,6 +464,8 @@ async def run_backup(
     run stopped (the same ``items`` and ``path``), or returns the backup an earlier run
     completed without reading anything.
     """
+    overrides: dict[str, Any] = {"retry": retry, "max_throttles": max_throttles, "seed": seed, "max_pause": max_pause}
+    settings = replace(settings or JobSettings(), **{k: v for k, v in overrides.items() if v is not None})
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     state = journal.backup_state() if journal is not None else None
@@ -504,7 +491,7 @@ async def run_backup(
         calls_before = state.calls
     out = _BackupFile(partial.open("ab" if kept.offset else "wb"), adapter.vendor, journal, kept.offset,
                       kept.records, kept.found, calls_before)
-    reading = _Reading(adapter, out, retry or RetryPolicy(), max_throttles, max_pages, random.Random(seed), max_pause)
+    reading = _Reading(adapter, out, settings, max_pages, random.Random(settings.seed))
     try:
         out.invalid(invalid, 0)
         await reading.run(reads)
