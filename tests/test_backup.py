@@ -44,6 +44,8 @@ from unenroll.planning.backup import (
     run_backup,
     settled_by_backup,
 )
+from unenroll.planning.durations import format_duration
+from unenroll.planning.plan import make_plan
 from unenroll.wire.auth import NoAuth
 from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
 
@@ -237,6 +239,14 @@ def test_the_plan_of_an_exact_reader_and_of_nothing() -> None:
     assert plan_backup(adapter, {}).describe() == "backup reads: nothing to read"
     unlimited = SmarterU(account_api_key="a-key", user_api_key="u-key", transport=InProcessTransport(_never))
     assert "no documented rate limit" in plan_backup(unlimited, {("unenroll", ("account",)): 5}).describe()
+
+
+def test_the_job_plan_and_the_backup_plan_say_a_duration_the_same_way() -> None:
+    adapter = Docebo(base_url="https://x.docebosaas.com", transport=InProcessTransport(_never), access_token="t")
+    job_plan = make_plan(adapter, [Item("unenroll", ("course", "1"), "5")])
+    assert job_plan.limits["unenroll"] == "1,000 calls per 1 h, one every 3.6 s, 1 in flight"
+    assert [format_duration(s) for s in (10.8, 45.0, 192.0, 3600.0, 7980.0)] == [
+        "10.8 s", "45 s", "3 min 12 s", "1 h", "2 h 13 min"]
 
 
 async def _never(request: HttpRequest, headers: Mapping[str, str]) -> HttpResponse:

@@ -51,6 +51,7 @@ from unenroll.job.settings import JobSettings
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
 from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
+from unenroll.planning.durations import format_duration
 from unenroll.wire.auth import AuthError
 from unenroll.wire.http import HttpResponse
 
@@ -81,17 +82,6 @@ def _reader(adapter: Adapter, operation: str) -> EnrolmentReader | None:
 # -- the plan -----------------------------------------------------------------------------
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-
-
 @dataclass(frozen=True, slots=True)
 class BackupPlan:
     """What a backup will cost: calls per read endpoint and the least time their limits
@@ -119,10 +109,10 @@ class BackupPlan:
             if spec is None or spec.max_calls is None:
                 line += ", no documented rate limit (paced by the vendor's throttles)"
             else:
-                line += (f", taking at least {_duration(spec.least_seconds_for(calls))} at {spec.max_calls:,} "
-                         f"calls/{_duration(spec.window)}")
+                line += (f", taking at least {format_duration(spec.least_seconds_for(calls))} at {spec.max_calls:,} "
+                         f"calls/{format_duration(spec.window)}")
                 if spec.min_interval > 0:
-                    line += f", one every {_duration(spec.min_interval)}"
+                    line += f", one every {format_duration(spec.min_interval)}"
             lines.append(line)
         return "\n".join([*lines, *self.notes])
 

@@ -29,6 +29,7 @@ from unenroll.contract.declarations import Adapter, Operation
 from unenroll.job.intake import IntakeFilter
 from unenroll.model import Item, Outcome, Unreadable
 from unenroll.observe.secrets import MASK, Secret, scrub
+from unenroll.planning.durations import format_duration as format_duration  # re-exported for older imports
 from unenroll.wire.http import HttpRequest
 
 Target = tuple[str, ...]
@@ -68,17 +69,6 @@ class Plan:
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.0f} s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s" if secs else f"{minutes} min"
 
 
 def _limits_in_words(adapter: Adapter, endpoint: str) -> str:
