@@ -16,7 +16,7 @@ class TokenStore:
     """Tokens issued by a mock's token endpoint, with their expiry (on the mock's clock).
 
     ``scheme`` is the word before the token in the ``Authorization`` header (``Bearer``,
-    ``Zoho-oauthtoken``); a token is ``prefix`` and ``nbytes`` random bytes in hex.
+    a vendor's own word); a token is ``prefix`` and ``nbytes`` random bytes in hex.
     ``lifetime`` is in the clock's seconds (already scaled).
     """
 
