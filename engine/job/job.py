@@ -24,7 +24,6 @@ import itertools
 import math
 import random
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -36,6 +35,7 @@ from unenroll.accounts.journal import Journal
 from unenroll.accounts.ledger import Ledger, OutcomeSink, Report
 from unenroll.contract.declarations import Adapter
 from unenroll.job.calls import Answer, CallPath, Ticket
+from unenroll.job.delivery import OutcomeDelivery
 from unenroll.job.endpoint import Endpoint, Lane
 from unenroll.job.intake import Intake, Items
 from unenroll.job.queue import Chunk
@@ -65,10 +65,8 @@ class Job:
         self.adapter = adapter
         self.settings = settings or JobSettings()
         self.id = uuid.uuid4().hex[:12]
-        self._items = items
         self._journal = journal
         self._ledger = Ledger(adapter.vendor, [journal, *sinks] if journal is not None else sinks)
-        self._outcomes = outcomes
         self._rng = random.Random(self.settings.seed)
         self._log = get_logger(job=self.id, vendor=adapter.vendor)
         self._endpoints: dict[str, Endpoint] = {}
@@ -89,7 +87,7 @@ class Job:
         self._changed = anyio.Event()
         self._space = anyio.Event()
         self._task_group: TaskGroup | None = None
-        self._undelivered: deque[ItemOutcome] = deque()
+        self._delivery = OutcomeDelivery(outcomes, lambda: self._stop("the outcome stream's reader went away"))
         self._chunk_ids = itertools.count(1)
         self._intake = Intake(items, adapter.operations, self._ledger, journal)
         self._calls = CallPath(adapter, self.settings, self._rng, self._log)
@@ -124,10 +122,10 @@ class Job:
                 self._stop_reason = reason
                 for ep in self._endpoints.values():
                     ep.buffer.clear()
-                self._undelivered.extend(self._ledger.end_all_open(reason))
-            if self._outcomes is not None and self._undelivered:
+                self._delivery.queue(self._ledger.end_all_open(reason))
+            if self._delivery.pending:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.stop_grace):
-                    await self._deliver()
+                    await self._delivery.deliver()
             self.report.stopped = self._stop_reason
             for ep in self._endpoints.values():
                 ep.stats.cap_items = ep.buffer.cap_items
@@ -160,31 +158,6 @@ class Job:
         self._space.set()
         self._space = anyio.Event()
 
-    async def _emit(self, outcomes: Sequence[ItemOutcome]) -> None:
-        if self._outcomes is not None:
-            self._undelivered.extend(outcomes)
-            await self._deliver()
-
-    async def _deliver(self) -> None:
-        """Hand queued outcomes to the stream reader with ``send_nowait`` only: an outcome is
-        either handed over or still queued here, never both, so a cancelled wait can
-        neither lose one nor deliver it twice. Polls (up to 50 ms) while the reader lags."""
-        stream, delay = self._outcomes, 0.001
-        try:
-            while self._undelivered and stream is not None:
-                try:
-                    stream.send_nowait(self._undelivered[0])
-                except anyio.WouldBlock:
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-                    continue
-                self._undelivered.popleft()
-                delay = 0.001
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._outcomes = None  # the reader left; the ledger and sinks still have them
-            self._undelivered.clear()
-            self._stop("the outcome stream's reader went away")
-
     # -- intake ---------------------------------------------------------------------------
 
     async def _take_in(self) -> None:
@@ -201,7 +174,7 @@ class Job:
                 for raw in batch:
                     work, op, ended = admit(raw)
                     if ended is not None:
-                        await self._emit([ended])
+                        await self._delivery.send((ended,))
                         continue
                     assert op is not None
                     ep = endpoints[op.endpoint]
@@ -226,9 +199,7 @@ class Job:
 
     def _drain(self) -> None:
         """See :meth:`Intake.drain`; the outcomes it ends go to the stream reader too."""
-        ended = self._intake.drain()
-        if self._outcomes is not None:
-            self._undelivered.extend(ended)
+        self._delivery.queue(self._intake.drain())
         if self._intake.error is not None:
             self._log.error("input.failed", after_items=self._intake.taken, error=self._intake.error)
 
@@ -312,4 +283,4 @@ class Job:
         finally:
             if answer.holding:
                 ep.lane.leave()
-        await self._emit(ended)
+        await self._delivery.send(ended)
