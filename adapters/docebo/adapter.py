@@ -39,7 +39,6 @@ from typing import Any
 import aiohttp
 
 from unenroll.contract import (
-    AiohttpTransport,
     Auth,
     CallResult,
     CallVerdict,
@@ -58,9 +57,9 @@ from unenroll.contract import (
     Transport,
     exact_id,
     json_body,
-    require_private_channel,
     retry_after_seconds,
     sharing_one_limiter,
+    transport_for,
 )
 
 UNENROLL = "unenroll"
@@ -484,16 +483,12 @@ class Docebo:
         self.time_scale = time_scale
         self.options = DoceboOptions(reset_tracks, cascade_unenroll_from_courses_in_selected_learning_plan,
                                      delete_issued_certificates)
-        if transport is None:
-            if session is None:
-                raise ValueError("give an aiohttp session (or a transport)")
-            require_private_channel("base_url", base_url)  # the token endpoint is on the same host
-            transport = AiohttpTransport(session, base_url, timeout=timeout)
-        self.transport = transport
+        self.transport = transport_for(transport, session, base_url, timeout=timeout)
         if auth is None:
             if client_id is not None and client_secret is not None:
                 # the token endpoint is on the API's own host
-                auth = OAuthTokenAuth(transport, TOKEN_PATH, token_fields(client_id, client_secret, username, password))
+                fields = token_fields(client_id, client_secret, username, password)
+                auth = OAuthTokenAuth(self.transport, TOKEN_PATH, fields)
             elif access_token is not None:
                 auth = StaticTokenAuth(access_token, "Bearer {token}")
             else:

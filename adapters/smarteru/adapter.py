@@ -46,7 +46,6 @@ from defusedxml import DefusedXmlException
 
 from unenroll.contract import (
     AdaptiveRate,
-    AiohttpTransport,
     CallLimiter,
     CallResult,
     CallVerdict,
@@ -65,6 +64,7 @@ from unenroll.contract import (
     require_private_channel,
     retry_after_seconds,
     scrub,
+    transport_for,
 )
 
 UNENROLL = "unenroll"
@@ -604,11 +604,8 @@ class SmarterU:
         self.limits = limits or SmarterULimits()
         self.time_scale = time_scale
         if transport is None:
-            if session is None:
-                raise ValueError("give an aiohttp session (or a transport)")
             check_base_url(base_url, allow_insecure_http=allow_insecure_http)
-            transport = AiohttpTransport(session, base_url, timeout=timeout)
-        self.transport = transport
+        self.transport = transport_for(transport, session, base_url, timeout=timeout)
         self.auth = NoAuth()
         self._keys = ApiKeys.of(account_api_key, user_api_key)
         self.operations = operations(self._keys, self.limits)

@@ -49,6 +49,7 @@ from unenroll.contract import (
     json_body,
     require_private_channel,
     retry_after_seconds,
+    transport_for,
 )
 
 UNENROLL = "unenroll"
@@ -417,12 +418,7 @@ class ZohoPeople:
     ) -> None:
         self.limits = limits or ZohoLimits()
         self.time_scale = time_scale
-        if transport is None:
-            if session is None:
-                raise ValueError("give an aiohttp session (or a transport)")
-            require_private_channel("base_url", base_url)
-            transport = AiohttpTransport(session, base_url, timeout=timeout)
-        self.transport = transport
+        self.transport = transport_for(transport, session, base_url, timeout=timeout)
         if auth is None:
             if refresh_token is not None and client_id is not None and client_secret is not None:
                 if session is None:

@@ -51,6 +51,7 @@ from unenroll.wire.http import (
     json_body,
     require_private_channel,
     retry_after_seconds,
+    transport_for,
 )
 
 __all__ = [
@@ -105,4 +106,5 @@ __all__ = [
     "retry_after_seconds",
     "scrub",
     "sharing_one_limiter",
+    "transport_for",
 ]

@@ -184,6 +184,26 @@ def _without_values(message: str, values: Iterable[str]) -> str:
     return message
 
 
+def transport_for(
+    transport: Transport | None,
+    session: aiohttp.ClientSession | None,
+    base_url: str,
+    *,
+    timeout: float,
+    allow_insecure_http: bool = True,
+    why: str = "",
+) -> Transport:
+    """The transport a vendor client uses: the one given (tests, benchmarks), else an
+    :class:`AiohttpTransport` on ``session`` to ``base_url`` once the URL passes the one URL
+    check (:func:`require_private_channel`). Raises ``ValueError`` with neither."""
+    if transport is not None:
+        return transport
+    if session is None:
+        raise ValueError("give an aiohttp session (or a transport)")
+    require_private_channel("base_url", base_url, allow_insecure_http=allow_insecure_http, why=why)
+    return AiohttpTransport(session, base_url, timeout=timeout)
+
+
 Handler = Callable[[HttpRequest, Mapping[str, str]], Awaitable[HttpResponse]]
 
 
