@@ -26,9 +26,9 @@ from unenroll.accounts.results import ResultsWriter
 from unenroll.cli.plugins import demo_vendor, vendors
 from unenroll.contract.plugin import BuildRequest, MockRequest, Sandbox, VendorPlugin
 from unenroll.contract.settings import Connection, Credentials, RunSettings
-from unenroll.job.pipeline import run
 from unenroll.job.retry import RetryPolicy
 from unenroll.job.settings import JobSettings
+from unenroll.job.stream import run
 from unenroll.observe.secrets import Secret
 
 URL_PLACEHOLDER = "{url}"  # a sandbox's settings line may name the URL it will be served on

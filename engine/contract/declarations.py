@@ -49,9 +49,9 @@ class EndpointSpec:
     def pause_for(self, retry_after: float | None, max_pause: float) -> float:
         """Seconds to pause this endpoint after a throttle: the vendor's word, at most
         ``max_pause`` (an ``inf`` or a billion seconds never hangs a job); without a usable
-        word (none, negative, NaN, not a number) the endpoint's own ``lock_period``."""
+        word (none, negative, NaN, not a number) the endpoint's own ``lock_period``, also at most ``max_pause``."""
         if not isinstance(retry_after, int | float) or not retry_after >= 0:  # NaN fails >=
-            return self.lock_period
+            return min(self.lock_period, max_pause)
         return min(float(retry_after), max_pause)
 
     def make_limiter(self) -> CallLimiter:

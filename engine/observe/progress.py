@@ -28,7 +28,7 @@ from unenroll.accounts.ledger import Report
 from unenroll.contract.declarations import EndpointSpec
 from unenroll.limits.window import CallLimiter, Permit
 from unenroll.model import ItemOutcome, Outcome
-from unenroll.planning.plan import format_duration
+from unenroll.planning.durations import format_duration
 
 SHOW_WAITS_LONGER_THAN = 0.3  # seconds: shorter waits are the limiter's normal spacing
 MIN_CALLS_FOR_PACE = 3  # calls made before the observed pace counts in the ETA
