@@ -83,6 +83,7 @@ def test_the_endpoint_pause_rule() -> None:
     assert spec.pause_for(1e9, 3600.0) == 3600.0
     assert spec.pause_for(0.0, 3600.0) == 0.0
     assert spec.pause_for(17.0, 3600.0) == 17.0
+    assert spec.pause_for(None, 60.0) == 60.0  # the endpoint's own pause is bounded too
 
 
 def test_max_pause_is_one_hour_of_vendor_time_scaled_like_every_duration() -> None:
