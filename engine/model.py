@@ -157,3 +157,18 @@ class CallResult:
         retry_after: float | None = None,
     ) -> CallResult:
         return CallResult(verdict, (), code, message, retry_after)
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """An item on its way through the pipeline, with what happened to it so far."""
+
+    index: int
+    item: Item
+    sends: int = 0
+    failures: int = 0  # transient failures (5xx, timeouts, malformed answers)
+    throttles: int = 0  # lock / 429 answers to a call that carried it
+    first_sent_at: float | None = None
+    last_code: str | None = None
+    last_message: str | None = None
+    answer_lost: bool = False  # a send got no readable answer: it may have taken effect

@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from unenroll.job.queue import Work
-from unenroll.model import ItemOutcome, Outcome
+from unenroll.model import ItemOutcome, Outcome, Work
 from unenroll.observe.secrets import scrub
 
 

@@ -26,22 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from unenroll.contract.declarations import Operation
-from unenroll.model import Item
-
-
-@dataclass(slots=True, eq=False)
-class Work:
-    """An item on its way through the pipeline, with what happened to it so far."""
-
-    index: int
-    item: Item
-    sends: int = 0
-    failures: int = 0  # transient failures (5xx, timeouts, malformed answers)
-    throttles: int = 0  # lock / 429 answers to a call that carried it
-    first_sent_at: float | None = None
-    last_code: str | None = None
-    last_message: str | None = None
-    answer_lost: bool = False  # a send got no readable answer: it may have taken effect
+from unenroll.model import Work as Work  # the queue's unit, defined with the vocabulary
 
 
 @dataclass(slots=True, eq=False)

@@ -27,9 +27,9 @@ import anyio
 from unenroll.accounts.ledger import Ledger
 from unenroll.contract.declarations import Operation
 from unenroll.job.endpoint import Endpoint
-from unenroll.job.queue import Chunk, Work
+from unenroll.job.queue import Chunk
 from unenroll.job.settings import JobSettings
-from unenroll.model import CallResult, CallVerdict, ItemOutcome, ItemVerdict, Outcome
+from unenroll.model import CallResult, CallVerdict, ItemOutcome, ItemVerdict, Outcome, Work
 from unenroll.observe.secrets import scrub
 from unenroll.wire.http import HttpResponse
 
