@@ -175,3 +175,86 @@ def test_a_stray_byte_in_a_column_the_run_does_not_read_costs_nothing_and_ids_ar
     source.write_bytes(b"course_id,batch_id,erecno,name\r\n1,2, 12 ,Jos\xe9\r\n")
     (item,) = read(source)
     assert isinstance(item, Item) and item.subject == "12" and item.target == ("1", "2")
+
+
+@pytest.mark.parametrize(("delimiter", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "'|'")])
+def test_a_european_excel_export_is_read_by_the_delimiter_of_its_header(
+        tmp_path: Path, delimiter: str, name: str) -> None:
+    rows = ["course_id", "batch_id", "erecno", "name"], ["1", "2", "3", "Doe, Jane"], ["1", "2", "4", "Roe"]
+    path = write(tmp_path, "in.csv", "\r\n".join(delimiter.join(r) for r in rows).encode())
+    source = InputFile(path, SHAPE)
+    assert source.delimiter == delimiter
+    assert source.notices == [f"in.csv is read with {name} between cells, as its header row is "
+                              "(--delimiter chooses another)"]
+    assert [(v.target, v.subject) for v in source.items() if isinstance(v, Item)] == [(("1", "2"), "3"),
+                                                                                      (("1", "2"), "4")]
+
+
+def test_a_one_column_header_is_read_with_commas(tmp_path: Path) -> None:
+    shape = RowShape("unenroll", (Column("enrollment_id"),), lambda v: ((), v["enrollment_id"]))
+    source = InputFile(write(tmp_path, "in.csv", b"enrollment_id\n101\n102;x\n"), shape)
+    assert source.delimiter == "," and source.notices == []
+    assert [v.subject for v in source.items() if isinstance(v, Item)] == ["101", "102;x"]
+
+
+def test_a_delimiter_given_overrides_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", b"course_id,batch_id,erecno,a|b|c|d|e\n1,2,3,x|y\n")  # more cells split by '|'
+    with pytest.raises(InputError, match="no column"):
+        InputFile(path, SHAPE)
+    source = InputFile(path, SHAPE, delimiter="comma")
+    assert source.notices == []
+    (item,) = list(source.items())
+    assert isinstance(item, Item) and item.subject == "3"
+    with pytest.raises(InputError, match="one character"):
+        InputFile(path, SHAPE, delimiter=";;")
+
+
+def test_report_headers_match_ignoring_case_spaces_and_underscores(tmp_path: Path) -> None:
+    source = InputFile(write(tmp_path, "in.csv", b"Name,Course ID,BATCH-ID,Erec No\nAnn,1,2,3\n"), SHAPE)
+    assert source.column_mapping == {"course_id": "Course ID", "batch_id": "BATCH-ID", "erecno": "Erec No"}
+    (item,) = list(source.items())
+    assert isinstance(item, Item) and item.target == ("1", "2") and item.subject == "3"
+
+
+def test_an_exact_name_wins_over_a_loose_one_and_two_loose_ones_are_an_error(tmp_path: Path) -> None:
+    exact = InputFile(write(tmp_path, "a.csv", b"Course ID,course_id,batch_id,erecno\n"), SHAPE)
+    assert exact.column_mapping["course_id"] == "course_id"
+    with pytest.raises(InputError, match="'Course ID' and 'COURSE ID': which one is 'course_id'"):
+        InputFile(write(tmp_path, "b.csv", b"Course ID,COURSE ID,batch_id,erecno\n"), SHAPE)
+
+
+def test_the_vendors_report_headers_map_without_flags(tmp_path: Path) -> None:
+    from unenroll.adapters.docebo import plugin as docebo
+    from unenroll.adapters.smarteru import plugin as smarteru
+    from unenroll.adapters.zoho import plugin as zoho
+
+    cases = [
+        (zoho.operations["unenroll"].shape, b"Course ID,Batch ID,Employee ID\n1,2,3\n",
+         {"course_id": "Course ID", "batch_id": "Batch ID", "erecno": "Employee ID"}),
+        (zoho.operations["remove_learner"].shape, b"Course ID,Batch ID,Learner ID\n1,2,3\n",
+         {"course_id": "Course ID", "batch_id": "Batch ID", "learner_id": "Learner ID"}),
+        (docebo.operations["unenroll"].shape, b"Username,User ID,Course ID\nann,3,1\n",
+         {"course_id": "Course ID", "user_id": "User ID"}),
+        (docebo.operations["unenroll"].shape, b"User Unique ID,Course Unique ID\n3,1\n",
+         {"course_id": "Course Unique ID", "user_id": "User Unique ID"}),
+        (docebo.operations["unenroll_learningplan"].shape, b"User ID;Learning Plan ID\n3;1\n",
+         {"learningplan_id": "Learning Plan ID", "user_id": "User ID"}),
+        (smarteru.operations["unenroll"].shape, b"Enrollment ID\n3\n", {"enrollment_id": "Enrollment ID"}),
+    ]
+    for shape, data, mapping in cases:
+        source = InputFile(write(tmp_path, "in.csv", data), shape)
+        assert source.column_mapping == mapping
+        assert all(isinstance(v, Item) for v in source.items())
+
+
+@pytest.mark.parametrize("value", ["7.000000000983E+12", "7.00E+12", "7e12", "7000000000983.0", "7000000000983,00"])
+def test_an_id_excel_turned_into_a_number_is_rejected_with_a_hint(tmp_path: Path, value: str) -> None:
+    (row,) = read(write(tmp_path, "in.csv", f"course_id;batch_id;erecno\n1;2;{value}\n".encode()))
+    assert isinstance(row, Unreadable)
+    assert row.reason == (f"row 2: the value in column 'erecno' looks like a number Excel reformatted ({value}): "
+                          "format the column as Text in Excel and export again")
+
+
+def test_an_id_excel_turned_into_a_number_is_rejected_in_jsonl_too(tmp_path: Path) -> None:
+    (row,) = read(write(tmp_path, "in.jsonl", b'{"course_id": "1", "batch_id": "7.0E+3", "erecno": "3"}\n'))
+    assert isinstance(row, Unreadable) and "looks like a number Excel reformatted (7.0E+3)" in row.reason

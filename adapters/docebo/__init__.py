@@ -133,7 +133,8 @@ DOCEBO = VendorPlugin(
                      lambda v: (("course", v["course_id"]), v["user_id"]))),
         "unenroll_learningplan": InputOperation(
             "unenroll_learningplan", "unenroll users from learning plans (up to 1,000 users a call)",
-            RowShape("unenroll", (Column("learningplan_id", "the learning plan's id"), _DOCEBO_USER),
+            RowShape("unenroll", (Column("learningplan_id", "the learning plan's id",
+                                         aliases=("Learning Plan Unique ID",)), _DOCEBO_USER),
                      lambda v: (("learningplan", v["learningplan_id"]), v["user_id"]))),
     },
     credential_names=DOCEBO_CREDENTIALS,

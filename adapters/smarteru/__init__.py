@@ -110,7 +110,7 @@ SMARTERU = VendorPlugin(
         "unenroll": InputOperation(
             "unenroll", "unenroll enrolments (queued by SmarterU, up to 100 per call)",
             RowShape("unenroll", (Column("enrollment_id", "the enrolment's AccountUserLearningModuleRelID",
-                                         aliases=("AccountUserLearningModuleRelID", "ID")),),
+                                         aliases=("AccountUserLearningModuleRelID", "ID", "Enrolment ID")),),
                      _smarteru_item)),
     },
     credential_names=SMARTERU_CREDENTIALS,

@@ -86,7 +86,7 @@ def _zoho_limit_keys() -> dict[str, type]:
 
 _ZOHO_COURSE = Column("course_id", "the course's id")
 _ZOHO_BATCH = Column("batch_id", "the batch's id")
-_ZOHO_ERECNO = Column("erecno", "the employee's erecno", aliases=("erecNo",))
+_ZOHO_ERECNO = Column("erecno", "the employee's erecno", aliases=("erecNo", "Employee ID"))
 
 
 def _demo_items(batches: Mapping[tuple[str, str], Mapping[str, str]], seed: int) -> Iterator[Item]:

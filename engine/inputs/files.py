@@ -1,4 +1,5 @@
-"""Input files, streamed: CSV with a header row, or JSONL, one item per row.
+"""Input files, streamed: CSV with a header row, an Excel workbook (``.xlsx``, its first
+sheet, row 1 the header), or JSONL, one item per row.
 
 Invariant: **every non-blank physical line after the header yields exactly one value**, an
 :class:`~unenroll.Item` (the row could be read; the engine still validates it) or an
@@ -6,8 +7,8 @@ Invariant: **every non-blank physical line after the header yields exactly one v
 it ``rejected`` with that reason). A line ends with LF, CRLF or a lone CR (old Mac Excel),
 mixed in one file if need be, as an editor counts lines. So the results file's ``index``
 is the row order, and ``meta["row"]`` is the row's 1-based line number in the file (the
-header is line 1 of a CSV), as an editor or a spreadsheet shows it. Nothing is lost and
-nothing raises for a bad row:
+header is line 1 of a CSV), as an editor or a spreadsheet shows it; in a workbook it is the
+sheet's row number. Nothing is lost and nothing raises for a bad row:
 
 - each CSV line is parsed on its own, so a double quote never closed on its line (a stray
   quote, or a cell with a line break in it: ids never hold one) makes that row unreadable
@@ -20,7 +21,15 @@ nothing raises for a bad row:
   bounded whatever the line length;
 - a row without a value in one of the operation's columns is unreadable, naming the
   column;
-- a JSONL line that is not a JSON object is unreadable.
+- a JSONL line that is not a JSON object is unreadable;
+- an id Excel turned into a number (``7.000000000983E+12``, ``7000000000983.0``) is
+  unreadable with a hint to format the column as Text: its digits cannot be trusted.
+
+The format is known by content first (a workbook is a zip file, even one named ``.csv``:
+read as a workbook, with a notice), then by suffix. A CSV's delimiter (comma, semicolon,
+tab or ``|``) is the one that splits its header row (see :mod:`unenroll.inputs.headers`),
+unless given. Header names match loosely ("Course ID" is ``course_id``); the mapping used is
+:attr:`InputFile.column_mapping`, and :attr:`InputFile.notices` says what the admin should know.
 
 Problems with the file as a whole (a column missing from the header, an empty file, a
 UTF-16 file) raise :class:`InputError` before any item is produced. A UTF-8 byte order
@@ -41,23 +50,36 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
+from unenroll.inputs.errors import InputError
+from unenroll.inputs.headers import detect_delimiter, match_columns, parse_delimiter
 from unenroll.inputs.shapes import RowShape
+from unenroll.inputs.sheets import OLE_MAGIC, ZIP_MAGIC, Workbook, excel_reformatted
 from unenroll.model import Item, Unreadable
+
+__all__ = ["Format", "InputError", "InputFile", "detect_format", "file_sha256", "parse_column_mapping",
+           "parse_delimiter"]
 
 MAX_LINE_BYTES = 64 * 1024
 BOM = b"\xef\xbb\xbf"
 _EOL = re.compile(rb"[\r\n]")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "'|'"}
 MAX_ID_CHARS = 256  # an id column's value; longer is a sign of cells joined by a stray quote
-Format = Literal["csv", "jsonl"]
+Format = Literal["csv", "jsonl", "xlsx"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-
-
-class InputError(Exception):
-    """The input file cannot be used as asked (no such column, empty, not UTF-8 text)."""
+XLSX_SUFFIXES = (".xlsx", ".xlsm")
 
 
 def detect_format(path: Path) -> Format:
-    return "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "csv"
+    """By content first (a workbook is a zip file whatever its name), then by suffix."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError:
+        head = b""
+    suffix = path.suffix.lower()
+    if head == ZIP_MAGIC or suffix in XLSX_SUFFIXES:
+        return "xlsx"
+    return "jsonl" if suffix in JSONL_SUFFIXES else "csv"
 
 
 def parse_column_mapping(pairs: Sequence[str], shape: RowShape) -> dict[str, str]:
@@ -190,13 +212,13 @@ class _OneLine:
         return text
 
 
-def _csv_cells(text: str) -> list[str] | str:
+def _csv_cells(text: str, delimiter: str = ",") -> list[str] | str:
     """One physical line parsed as one CSV row, or why it cannot be: a quote is never
     closed on the line, or a cell is too long. It never reads another line, so a stray
     quote cannot swallow the rows that follow."""
     line = _OneLine(text)
     try:
-        cells = next(csv.reader(line), [])
+        cells = next(csv.reader(line, delimiter=delimiter), [])
     except csv.Error:  # in practice only a cell longer than the csv module's field limit
         return f"a cell is longer than {csv.field_size_limit()} characters"
     if line.wanted_more:
@@ -208,10 +230,11 @@ def _csv_cells(text: str) -> list[str] | str:
 class InputFile:
     """An input file checked for use with one :class:`RowShape`; :meth:`items` streams it.
 
-    Opening reads only the header (CSV) to resolve each column to a header name, so a
-    missing column is an :class:`InputError` before anything is sent. :meth:`items` can
-    be called more than once (to plan, then to run); it refuses a file that changed
-    since it was opened.
+    Opening reads only the header (CSV, workbook) to resolve each column to a header name,
+    so a missing column is an :class:`InputError` before anything is sent. :meth:`items`
+    can be called more than once (to plan, then to run); it refuses a file that changed
+    since it was opened. ``fmt`` and ``delimiter`` left ``None`` are detected; a workbook is
+    read as one whatever ``fmt`` says (its bytes are not text).
     """
 
     def __init__(
@@ -221,12 +244,16 @@ class InputFile:
         mapping: Mapping[str, str] | None = None,
         *,
         fmt: Format | None = None,
+        delimiter: str | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
         max_id_chars: int = MAX_ID_CHARS,
     ) -> None:
         self.path = path
         self.shape = shape
         self.format: Format = fmt or detect_format(path)
+        self.delimiter = None if delimiter is None else parse_delimiter(delimiter)  # CSV: None is detected
+        self.notices: list[str] = []  # what the admin should know about how the file is read
+        self._workbook: Workbook | None = None
         self.max_line_bytes = max_line_bytes
         self.max_id_chars = max_id_chars
         self._mapping = dict(mapping or {})
@@ -238,11 +265,18 @@ class InputFile:
         try:
             self._stamp = self._stat()
             with path.open("rb") as f:
-                if f.read(4).startswith((b"\xff\xfe", b"\xfe\xff")):
+                head = f.read(len(OLE_MAGIC))
+                if head.startswith((b"\xff\xfe", b"\xfe\xff")):
                     raise InputError(f"{path} is UTF-16 text: save it as UTF-8 (in Excel: \"CSV UTF-8\")")
+                if head == OLE_MAGIC:
+                    raise InputError(f"{path} is an old-format (.xls) or password-protected Excel workbook: save it "
+                                     "in Excel as .xlsx (Excel Workbook) or as CSV UTF-8")
+                self._check_format(head)
                 f.seek(0)
                 if self.format == "csv":
                     self._read_header(f)
+            if self.format == "xlsx":
+                self._read_sheet_header()
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
         if self.format == "jsonl":
@@ -250,6 +284,26 @@ class InputFile:
                 mapped = self._mapping.get(c.name)
                 self._keys[c.name] = [mapped] if mapped else [c.name, *c.aliases]
                 self.columns[c.name] = mapped or c.name
+
+    @property
+    def column_mapping(self) -> dict[str, str]:
+        """Each column -> the header name (CSV, workbook) or key (JSONL) it is read from, to show in the plan."""
+        return dict(self.columns)
+
+    def _check_format(self, head: bytes) -> None:
+        """A workbook is read as one whatever its name or ``fmt`` says; the admin is told."""
+        suffix = self.path.suffix.lower()
+        if head.startswith(ZIP_MAGIC) and self.format != "xlsx":
+            named = f", though its name ends in {suffix}" if suffix else ""
+            self.notices.append(f"{self.path.name} is an Excel workbook (.xlsx), not {self.format.upper()} text"
+                                f"{named}: it is read as a workbook (its first sheet)")
+            self.format = "xlsx"
+        elif self.format == "xlsx" and not head.startswith(ZIP_MAGIC):
+            if suffix not in XLSX_SUFFIXES:
+                raise InputError(f"{self.path} is not an Excel workbook (.xlsx)")
+            self.format = "csv"
+            self.notices.append(f"{self.path.name} is named {suffix} but holds text, not an Excel workbook: "
+                                "it is read as CSV")
 
     def _stat(self) -> tuple[int, int]:
         st = os.stat(self.path)
@@ -265,7 +319,12 @@ class InputFile:
                                  "the first line must be the header row")
             if not line.text.strip():
                 continue
-            cells = _csv_cells(line.text)
+            if self.delimiter is None:
+                self.delimiter = detect_delimiter(line.text)
+                if self.delimiter != ",":
+                    self.notices.append(f"{self.path.name} is read with {_DELIMITER_NAMES[self.delimiter]} between "
+                                        "cells, as its header row is (--delimiter chooses another)")
+            cells = _csv_cells(line.text, self.delimiter)
             if isinstance(cells, str):
                 raise InputError(f"{self.path}: the header row (line {line.number}) cannot be read: {cells}")
             header, self._header_line = cells, line.number
@@ -276,35 +335,25 @@ class InputFile:
         names = self._header = [h.strip() for h in header]
         if any(_first_bad_byte(n) is not None for n in names):
             raise InputError(f"{self.path}: the header row is not UTF-8 text: save the file as UTF-8")
-        missing = []
-        for column in self.shape.columns:
-            wanted = self._mapping.get(column.name)
-            candidates = [wanted] if wanted is not None else [column.name, *column.aliases]
-            position = self._find(names, candidates, column.name)
-            if position is None:
-                missing.append(f"{column.name!r}" + (f" (mapped to {wanted!r})" if wanted else ""))
-            else:
-                self._positions[column.name] = position
-                self.columns[column.name] = names[position]
-        if missing:
-            found = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
-            raise InputError(
-                f"{self.path}: the header has no column {' or '.join(missing)} (found {found}); "
-                f"the {self.shape.operation} rows need {', '.join(self.shape.column_names)}; "
-                "map another header name with --column NAME=HEADER"
-            )
+        self._match(names)
 
-    def _find(self, names: list[str], candidates: Sequence[str], column: str) -> int | None:
-        for exact in (True, False):
-            for candidate in candidates:
-                hits = [i for i, n in enumerate(names)
-                        if (n == candidate if exact else n.casefold() == candidate.casefold())]
-                if len(hits) > 1:
-                    raise InputError(f"{self.path}: the header names {names[hits[0]]!r} twice: "
-                                     f"which one is {column!r}?")
-                if hits:
-                    return hits[0]
-        return None
+    def _read_sheet_header(self) -> None:
+        self._workbook = book = Workbook(self.path)
+        if book.sheet_count > 1:
+            self.notices.append(f"{self.path.name} has {book.sheet_count} sheets: the first, {book.sheet_title!r}, "
+                                "is read")
+        for number, cells in book.rows():
+            if any(c.strip() for c in cells):
+                self._header_line = number
+                self._match([c.strip() for c in cells])
+                return
+        raise InputError(f"{self.path}: the sheet {book.sheet_title!r} is empty: it needs a header row naming the "
+                         f"columns ({', '.join(self.shape.column_names)})")
+
+    def _match(self, names: list[str]) -> None:
+        self._header = names
+        self._positions = match_columns(names, self.shape, self._mapping, str(self.path))
+        self.columns = {name: names[position] for name, position in self._positions.items()}
 
     # -- items ----------------------------------------------------------------------------
 
@@ -312,8 +361,11 @@ class InputFile:
         """One value per row, in file order (see the module's invariant)."""
         if self._stat() != self._stamp:
             raise InputError(f"{self.path} changed since it was checked: run the command again")
-        with self.path.open("rb") as f:
-            yield from (self._csv_items(f) if self.format == "csv" else self._jsonl_items(f))
+        if self._workbook is not None:
+            yield from self._sheet_items(self._workbook)
+        else:
+            with self.path.open("rb") as f:
+                yield from (self._csv_items(f) if self.format == "csv" else self._jsonl_items(f))
         if self._stat() != self._stamp:
             raise InputError(f"{self.path} changed while it was being read")
 
@@ -327,7 +379,6 @@ class InputFile:
     def _csv_items(self, f: IO[bytes]) -> Iterator[Item | Unreadable]:
         """One value per non-blank line after the header: each physical line is parsed on its
         own, so a quote left open is that row's problem and the next line is the next row."""
-        positions = self._positions
         for number, line, overlong in _physical_lines(f, self.max_line_bytes):
             if number <= self._header_line:
                 continue
@@ -336,34 +387,47 @@ class InputFile:
                 continue
             if not line.strip():
                 continue  # a blank line is not a row
-            row = _csv_cells(line)
+            row = _csv_cells(line, self.delimiter or ",")
             if isinstance(row, str):
                 yield self._unreadable(number, row, line)
                 continue
-            text = ",".join(row)
-            values: dict[str, str] = {}
-            problem: str | None = None
-            for position in sorted(positions.values()):  # only the columns this run reads
-                value = row[position] if position < len(row) else ""
-                if (bad := _first_bad_byte(value)) is not None:
-                    problem = f"not UTF-8 text (byte 0x{bad:02x}{self._column_at(position)}): save the file as UTF-8"
+            yield self._from_cells(number, row)
+
+    def _sheet_items(self, book: Workbook) -> Iterator[Item | Unreadable]:
+        """One value per non-empty row after the header, numbered as the sheet numbers it."""
+        for number, row in book.rows():
+            if number > self._header_line and any(cell.strip() for cell in row):
+                yield self._from_cells(number, row)
+
+    def _from_cells(self, number: int, row: list[str]) -> Item | Unreadable:
+        """A row's cells as an item, or as unreadable naming the first column that cannot be read."""
+        positions = self._positions
+        text = (self.delimiter or ",").join(row)
+        values: dict[str, str] = {}
+        problem: str | None = None
+        for position in sorted(positions.values()):  # only the columns this run reads
+            value = row[position] if position < len(row) else ""
+            if (bad := _first_bad_byte(value)) is not None:
+                problem = f"not UTF-8 text (byte 0x{bad:02x}{self._column_at(position)}): save the file as UTF-8"
+                break
+        else:
+            for name, position in positions.items():
+                value = row[position].strip() if position < len(row) else ""  # " 7000000000130 " too
+                problem = self._id_problem(value, repr(self.columns[name]), f"column {self.columns[name]!r}")
+                if problem is not None:
                     break
-            else:
-                for name, position in positions.items():
-                    value = row[position].strip() if position < len(row) else ""  # " 7000000000130 " too
-                    problem = self._id_problem(value, repr(self.columns[name]), f"column {self.columns[name]!r}")
-                    if problem is not None:
-                        break
-                    values[name] = value
-            if problem is not None:
-                yield self._unreadable(number, problem, text)
-            else:
-                yield self._item(values, number)
+                values[name] = value
+        if problem is not None:
+            return self._unreadable(number, problem, text)
+        return self._item(values, number)
 
     def _id_problem(self, value: str, name: str, where: str) -> str | None:
-        """Why ``value`` cannot be an id, if it cannot (empty, or too long to be one)."""
+        """Why ``value`` cannot be an id, if it cannot (empty, too long to be one, or a number Excel reformatted)."""
         if not value:
             return f"no value in {where}"
+        if excel_reformatted(value):
+            return (f"the value in {where} looks like a number Excel reformatted ({value}): format the column as "
+                    "Text in Excel and export again")
         if len(value) > self.max_id_chars:
             return (f"the value in {where} is {len(value)} characters long, more than an id can be "
                     f"({self.max_id_chars}): a stray double quote may have joined cells")
