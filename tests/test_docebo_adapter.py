@@ -332,8 +332,6 @@ def test_missing_credentials_are_refused_at_construction() -> None:
         Docebo(base_url="http://x", transport=transport)
     with pytest.raises(ValueError, match="username and password"):
         Docebo(base_url="http://x", transport=transport, client_id="c", client_secret="s", username="u")
-    with pytest.raises(ValueError, match="session"):
-        Docebo(base_url="http://x", access_token="t")
 
 
 def test_every_docebo_endpoint_draws_on_one_limiter_since_the_limit_is_per_ip() -> None:

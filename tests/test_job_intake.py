@@ -14,7 +14,6 @@ ODD_INPUT: list[object] = [
     Item("unenroll", ("c",), "abc"),  # the adapter's id rule
     Item(["unenroll"], ("c",), "3"),  # unhashable operation
     Item("unenroll", ("c", ["x"]), "2"),  # unhashable target
-    Item("nope", ("c",), "2"),
     {"not": "an item"},
     Unreadable("row 9: not UTF-8", "caf\\xe9", meta={"row": 9}),
     Item("unenroll", ("d",), "1"),

@@ -46,7 +46,6 @@ async def test_invalid_and_duplicate_items_are_never_sent(fake_vendor: Callable[
         Item("unenroll", ("c",), "1"),  # duplicate
         Item("unenroll", ("c",), "abc"),  # the adapter's id rule
         Item("unenroll", ("c",), ""),  # empty id
-        Item("nope", ("c",), "2"),  # unknown operation
         Item("unenroll", (), "3"),  # no target
         {"not": "an item"},
         Item("unenroll", ("d",), "1"),  # same id, other target: not a duplicate
@@ -54,15 +53,14 @@ async def test_invalid_and_duplicate_items_are_never_sent(fake_vendor: Callable[
     ]
     got: dict[int, ItemOutcome] = {}
     report = await run(vendor, items, settings=SETTINGS, sinks=[lambda o: got.__setitem__(o.index, o)])
-    assert [got[i].outcome for i in range(9)] == [
+    assert [got[i].outcome for i in range(8)] == [
         Outcome.UNENROLLED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.REJECTED,
-        Outcome.REJECTED, Outcome.REJECTED, Outcome.REJECTED, Outcome.UNENROLLED, Outcome.REJECTED,
+        Outcome.REJECTED, Outcome.REJECTED, Outcome.UNENROLLED, Outcome.REJECTED,
     ]
-    assert (got[8].message, got[8].item.meta) == ("row 9: not UTF-8", {"row": 9})
+    assert (got[7].message, got[7].item.meta) == ("row 9: not UTF-8", {"row": 9})
     assert "not digits" in (got[2].message or "")
-    assert "unknown operation" in (got[4].message or "")
     assert sorted(s for _, subjects in vendor.calls for s in subjects) == ["1", "1"]
-    assert report.total == 9
+    assert report.total == 8
 
 
 async def test_only_failed_items_are_retried_never_the_ones_that_succeeded(

@@ -317,8 +317,8 @@ async def test_the_adapter_refuses_a_plain_http_base_url() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ValueError, match="HTTPS"):
             SmarterU(session=session, base_url="http://api.smarteru.com", account_api_key="a", user_api_key="u")
-        with pytest.raises(ValueError, match="session"):
-            SmarterU(account_api_key="a", user_api_key="u")
+    with pytest.raises(ValueError, match="HTTPS"):  # also for a client that owns its session
+        SmarterU(base_url="http://api.smarteru.com", account_api_key="a", user_api_key="u")
 
 
 def test_the_endpoint_learns_its_rate_unless_one_is_configured() -> None:

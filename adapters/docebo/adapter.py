@@ -46,6 +46,7 @@ from unenroll.contract import (
     EnrolmentReader,
     HttpRequest,
     HttpResponse,
+    HttpSession,
     Item,
     ItemResult,
     OAuthTokenAuth,
@@ -53,6 +54,7 @@ from unenroll.contract import (
     Outcome,
     ReadPage,
     Secret,
+    SessionClient,
     StaticTokenAuth,
     Transport,
     exact_id,
@@ -446,7 +448,7 @@ def token_fields(
     return fields
 
 
-class Docebo:
+class Docebo(SessionClient):
     """A configured Docebo client for bulk unenrolment.
 
     Credentials: the OAuth2 client id and secret (client-credentials grant), plus a
@@ -455,7 +457,8 @@ class Docebo:
     ``access_token`` (no refresh). Secrets are held as :class:`~unenroll.observe.secrets.Secret`
     and never printed.
 
-    The three destructive flags are job options, false unless set here.
+    The three destructive flags are job options, false unless set here. Without a
+    ``session`` (or ``transport``) it owns one: use it as ``async with Docebo(...) as docebo:``.
     """
 
     vendor = "docebo"
@@ -483,7 +486,8 @@ class Docebo:
         self.time_scale = time_scale
         self.options = DoceboOptions(reset_tracks, cascade_unenroll_from_courses_in_selected_learning_plan,
                                      delete_issued_certificates)
-        self.transport = transport_for(transport, session, base_url, timeout=timeout)
+        self.http = HttpSession(type(self).__name__, session)
+        self.transport = transport_for(transport, self.http, base_url, timeout=timeout)
         if auth is None:
             if client_id is not None and client_secret is not None:
                 # the token endpoint is on the API's own host

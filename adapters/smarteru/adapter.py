@@ -53,6 +53,7 @@ from unenroll.contract import (
     EnrolmentReader,
     HttpRequest,
     HttpResponse,
+    HttpSession,
     Item,
     ItemResult,
     NoAuth,
@@ -60,6 +61,7 @@ from unenroll.contract import (
     Outcome,
     ReadPage,
     Secret,
+    SessionClient,
     Transport,
     require_private_channel,
     retry_after_seconds,
@@ -579,11 +581,12 @@ def operations(keys: ApiKeys, limits: SmarterULimits) -> dict[str, Operation]:
     }
 
 
-class SmarterU:
+class SmarterU(SessionClient):
     """A configured SmarterU client.
 
     The API keys are held as :class:`~unenroll.observe.secrets.Secret`: only the request builder
     reveals them, into the XML body. Auth is in the body, so :attr:`auth` is ``NoAuth``.
+    Without a ``session`` (or ``transport``) it owns one: use it as ``async with SmarterU(...) as smarteru:``.
     """
 
     vendor = "smarteru"
@@ -605,7 +608,8 @@ class SmarterU:
         self.time_scale = time_scale
         if transport is None:
             check_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        self.transport = transport_for(transport, session, base_url, timeout=timeout)
+        self.http = HttpSession(type(self).__name__, session)
+        self.transport = transport_for(transport, self.http, base_url, timeout=timeout)
         self.auth = NoAuth()
         self._keys = ApiKeys.of(account_api_key, user_api_key)
         self.operations = operations(self._keys, self.limits)

@@ -27,7 +27,6 @@ from urllib.parse import quote
 import aiohttp
 
 from unenroll.contract import (
-    AiohttpTransport,
     Auth,
     CallResult,
     CallVerdict,
@@ -35,6 +34,7 @@ from unenroll.contract import (
     EnrolmentReader,
     HttpRequest,
     HttpResponse,
+    HttpSession,
     Item,
     ItemResult,
     OAuthTokenAuth,
@@ -42,6 +42,7 @@ from unenroll.contract import (
     Outcome,
     ReadPage,
     Secret,
+    SessionClient,
     StaticTokenAuth,
     Transport,
     exact_id,
@@ -390,12 +391,13 @@ def operations(base_url: str, limits: ZohoLimits) -> dict[str, Operation]:
     }
 
 
-class ZohoPeople:
+class ZohoPeople(SessionClient):
     """A configured Zoho People LMS client.
 
     Credentials: either a refresh token with the OAuth client id and secret (tokens are
     fetched and refreshed from ``accounts_url``), or a bare ``access_token`` (no refresh).
     They are held as :class:`~unenroll.observe.secrets.Secret` and never printed.
+    Without a ``session`` (or ``transport``) it owns one: use it as ``async with ZohoPeople(...) as zoho:``.
     """
 
     vendor = "zoho"
@@ -418,11 +420,12 @@ class ZohoPeople:
     ) -> None:
         self.limits = limits or ZohoLimits()
         self.time_scale = time_scale
-        self.transport = transport_for(transport, session, base_url, timeout=timeout)
+        self.http = HttpSession(type(self).__name__, session)
+        self.transport = transport_for(transport, self.http, base_url, timeout=timeout)
         if auth is None:
             if refresh_token is not None and client_id is not None and client_secret is not None:
-                if session is None:
-                    raise ValueError("refreshing tokens needs an aiohttp session")
+                if session is None and transport is not None:  # the token must not leave by another way
+                    raise ValueError("refreshing tokens through a given transport needs an aiohttp session")
                 require_private_channel("accounts_url", accounts_url)
                 if is_loopback(base_url) and not is_loopback(accounts_url):
                     raise ValueError(
@@ -430,7 +433,7 @@ class ZohoPeople:
                         "to a real Zoho accounts server; point accounts_url at the mock too"
                     )
                 auth = OAuthTokenAuth(
-                    AiohttpTransport(session, accounts_url, timeout=timeout),
+                    self.http.transport(accounts_url, timeout=timeout),
                     "/oauth/v2/token",
                     {
                         "refresh_token": Secret(refresh_token) if isinstance(refresh_token, str) else refresh_token,

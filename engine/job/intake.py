@@ -3,15 +3,20 @@ of its input.
 
 :class:`IntakeFilter` judges each raw input item once, in input order, into exactly one of:
 confirmed by the journal from an earlier run (``replayed``: never sent again), rejected
-(not an :class:`Item`, an :class:`Unreadable`, an unknown operation, a problem by the
-operation's own rules, unhashable fields), a duplicate of an item judged earlier, or to be
-sent through its operation. It never waits and keeps one integer per distinct item (and
-a small cache per target). :func:`~unenroll.planning.plan.make_plan` and the job use it
-alike, so the plan counts what the job will do.
+(not an :class:`Item`, an :class:`Unreadable`, a problem by the operation's own rules,
+unhashable fields), a duplicate of an item judged earlier, or to be sent through its
+operation. Integer ids (from a database, pandas, numpy: any ``numbers.Integral`` but
+``bool``) in the subject or target are taken as their decimal text first, so ``7`` and
+``"7"`` are the same item. An :class:`Item` naming an operation the adapter does not have
+is a mistake in the calling code, not in one row: it raises :class:`UnknownOperation`.
+The filter never waits and keeps one integer per distinct item (and a small cache per
+target). :func:`~unenroll.planning.plan.make_plan` and the job use it alike, so the plan
+counts what the job will do.
 
 :class:`Intake` is the job's side: each item is opened in the ledger as it is taken in,
 then ended at once by the filter's verdict or handed on to be routed. Invariant: every
-item read from the input is opened exactly once. A sync input is read in batches (one
+item read from the input is opened exactly once (but the one that raises
+:class:`UnknownOperation`: the job stops there and raises it). A sync input is read in batches (one
 async step per batch); when the job stops before the input was all read, :meth:`Intake.drain`
 takes a finite input (``Sized``, not async) in to its end by the same rules, so the
 report covers the whole input; a stream or any other iterable is not read further (it
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sized
+from numbers import Integral
 from typing import Any, NamedTuple
 
 from unenroll.accounts.journal import Journal, Recalled
@@ -36,17 +42,46 @@ Target = tuple[str, ...]
 BATCH = 256  # items of a sync input read per async step
 
 
+class UnknownOperation(ValueError):
+    """An item names an operation the adapter does not have (raised when it is taken in)."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown operation {name!r}: the adapter's operations are {', '.join(map(repr, known))}")
+        self.operation = name
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def with_text_ids(item: Item) -> Item:
+    """``item`` with each integer id of its subject and target as its decimal text (the
+    same object when there is none)."""
+    subject, target = item.subject, item.target
+    if type(subject) is not str and _is_integer(subject):
+        subject = str(int(subject))
+    if type(target) is tuple and not all(type(part) is str for part in target):
+        target = tuple(str(int(part)) if _is_integer(part) else part for part in target)
+    if subject is item.subject and target is item.target:
+        return item
+    return item._replace(subject=subject, target=target)
+
+
 def intake_problem(
     raw: object, item: Item, op: Operation | None, targets: dict[tuple[str, Target], int | str]
 ) -> str | None:
-    """Why ``item`` cannot be sent, or ``None``. ``targets`` caches, per operation and
-    target, the target's own problem or its request's base size."""
-    if item is not raw:
+    """Why ``item`` (``raw`` as taken in, integer ids as text) cannot be sent, or ``None``.
+    ``targets`` caches, per operation and target, the target's own problem or its request's
+    base size."""
+    if not isinstance(raw, Item):
         return raw.reason if isinstance(raw, Unreadable) else "not an Item"
     if op is None:
-        return f"unknown operation {item.operation!r}"
+        return "the operation, target and id must be strings"
     subject, target = item.subject, item.target
-    if type(subject) is not str or not subject or subject.isspace():
+    if type(subject) is not str:
+        return "the id is missing" if subject is None else \
+            f"the id must be text or a whole number, not {type(subject).__name__}"
+    if not subject or subject.isspace():
         return "the id is empty"
     if type(target) is not tuple:
         return "the target is missing or not a tuple of ids"
@@ -106,7 +141,7 @@ class IntakeFilter:
     def judge(self, raw: Any) -> Judgement:
         index = self.taken
         self.taken += 1
-        item = raw if isinstance(raw, Item) else placeholder_item(raw)
+        item = with_text_ids(raw) if isinstance(raw, Item) else placeholder_item(raw)
         recalled = None
         if self._journal is not None and (recalled := self._journal.recall(index)) is not None:
             if recalled.confirmed and recalled.outcome is not None:  # never sent again
@@ -116,6 +151,8 @@ class IntakeFilter:
                 return Judgement(index, item, None, ending, recalled, True)
         try:
             op = self._operations.get(item.operation)
+            if op is None and type(item.operation) is str and isinstance(raw, Item):
+                raise UnknownOperation(item.operation, self._operations)
             problem = intake_problem(raw, item, op, self._targets)
             key = hash((item.operation, item.target, item.subject))
         except TypeError:  # a list where an id should be: unhashable

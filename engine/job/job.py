@@ -37,7 +37,7 @@ from unenroll.contract.declarations import Adapter
 from unenroll.job.calls import Answer, CallPath, Ticket
 from unenroll.job.delivery import OutcomeDelivery
 from unenroll.job.endpoint import Endpoint, Lane
-from unenroll.job.intake import Intake, Items
+from unenroll.job.intake import Intake, Items, UnknownOperation
 from unenroll.job.queue import Chunk
 from unenroll.job.settings import JobSettings
 from unenroll.job.verdicts import Verdicts, chunk_reader
@@ -84,6 +84,8 @@ class Job:
             self._ledger.report.endpoints[name] = ep.stats
         self._intake_done = False
         self._stop_reason: str | None = None
+        self._stop_expected = False  # the caller stopped it on purpose (left a stream): not an error
+        self._misuse: UnknownOperation | None = None  # raised to the caller once the job is accounted for
         self._changed = anyio.Event()
         self._space = anyio.Event()
         self._task_group: TaskGroup | None = None
@@ -133,14 +135,25 @@ class Job:
             if self._journal is not None:
                 report.replayed = self._journal.recalled_confirmed
                 self._journal.flush()
-            log = self._log.error if report.stopped else self._log.info
+            log = self._log.error if report.stopped and not self._stop_expected else self._log.info
             log("job.finished", total=report.total, counts=report.counts, calls=report.calls,
                 elapsed=round(report.elapsed, 3), stopped=report.stopped)
+        if self._misuse is not None:
+            raise self._misuse
         return report
 
     def stop(self, reason: str) -> None:
         """Stop the job (e.g. on Ctrl-C); calls in flight finish, open items end ``not_sent``
         with ``reason``."""
+        self._stop(reason)
+
+    def leave(self, reason: str) -> None:
+        """Stop the job because its caller is done with it (left a stream early): as
+        :meth:`stop`, but logged as info, not as an error."""
+        if self._stop_reason is None:
+            self._stop_expected = True
+            self._stop_reason = reason
+            self._log.info("job.stopping", reason=reason)
         self._stop(reason)
 
     def _stop(self, reason: str) -> None:
@@ -189,6 +202,10 @@ class Job:
                 if intake.taken - checkpointed >= 256:  # let the workers run
                     checkpointed = intake.taken
                     await anyio.lowlevel.checkpoint()
+        except UnknownOperation as exc:  # the calling code's mistake, not the input's: raised by run()
+            intake.failed = True  # not drained: the rest of the input is not read
+            self._misuse = exc
+            self._stop(scrub(str(exc)))
         except Exception as exc:  # the caller's input failed: finish what was read, say why
             intake.failed = True
             self._stop_reason = scrub(f"the input failed after {intake.taken} items: {type(exc).__name__}: {exc}")

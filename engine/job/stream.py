@@ -1,8 +1,8 @@
 """The public entry points of a job: :func:`run` to the end, :func:`stream` as a pipeline stage.
 
 Invariant: whichever way a job is run, its report accounts for every item taken in;
-leaving a stream early stops the job, and the outcomes not yet read still reach the
-sinks and the report.
+leaving a stream early stops the job (the caller's choice, logged as info, not as an
+error), and the outcomes not yet read still reach the sinks, the journal and the report.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from unenroll.accounts.journal import Journal
 from unenroll.accounts.ledger import OutcomeSink, Report
 from unenroll.contract.declarations import Adapter
-from unenroll.job.intake import Items
+from unenroll.job.intake import Items, UnknownOperation
 from unenroll.job.job import Job
 from unenroll.job.settings import JobSettings
 from unenroll.limits.window import CallLimiter
@@ -61,23 +61,37 @@ async def stream(
     settings: JobSettings | None = None,
     sinks: Sequence[OutcomeSink] = (),
     limiters: dict[str, CallLimiter] | None = None,
+    journal: Journal | None = None,
 ) -> AsyncIterator[OutcomeStream]:
     """Run a job as a pipeline stage: ``async with stream(...) as outcomes: async for o in outcomes``.
 
     Leaving the block before the stream ends stops the job; the report still accounts
-    for every item taken in.
+    for every item taken in. With a ``journal`` (as for :func:`run`) the stage can be
+    resumed: items an earlier run confirmed come out again as they ended, and are not sent.
+    An item naming an unknown operation raises :class:`ValueError` when the block is left.
     """
     settings = settings or JobSettings()
     send, receive = anyio.create_memory_object_stream[ItemOutcome](settings.outcome_buffer)
-    job = Job(adapter, items, settings=settings, sinks=sinks, outcomes=send, limiters=limiters)
+    job = Job(adapter, items, settings=settings, sinks=sinks, outcomes=send, limiters=limiters, journal=journal)
+    finished = False
+    misuse: UnknownOperation | None = None
 
     async def produce() -> None:
+        nonlocal finished, misuse
         async with send:
-            await job.run()
+            try:
+                await job.run()
+            except UnknownOperation as exc:  # raised below as it is, not inside a task group's error
+                misuse = exc
+            finished = True
 
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(produce)
         try:
             yield OutcomeStream(receive, job)
         finally:
+            if not finished:
+                job.leave("the caller left the outcome stream before its end")
             tg.cancel_scope.cancel()
+    if misuse is not None:
+        raise misuse

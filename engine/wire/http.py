@@ -12,7 +12,8 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import aiohttp
 import anyio
@@ -184,9 +185,94 @@ def _without_values(message: str, values: Iterable[str]) -> str:
     return message
 
 
+class HttpSession:
+    """The aiohttp session a vendor client's transports send through: the caller's, or the
+    client's own.
+
+    A caller's session is used as it is and never closed here. Without one, the client owns
+    its session: opened at the first call made inside ``async with client:`` and closed when
+    the outermost ``async with`` is left. Invariant: a session opened here is closed when the
+    client is left; a call made outside ``async with`` by a client that owns its session
+    raises :class:`RuntimeError` saying how to give it one, before anything is sent.
+    """
+
+    __slots__ = ("_client", "_entered", "_given", "_own")
+
+    def __init__(self, client: str, session: aiohttp.ClientSession | None = None) -> None:
+        self._client = client
+        self._given = session
+        self._own: aiohttp.ClientSession | None = None
+        self._entered = 0  # ``async with`` depth
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session to send on now (the client's own is opened here, inside ``async with``)."""
+        if self._given is not None:
+            return self._given
+        if not self._entered:
+            raise RuntimeError(f"{self._client} has no HTTP session: use it inside `async with "
+                               f"{self._client}(...) as client:`, or pass it an aiohttp session (session=...)")
+        if self._own is None:
+            self._own = aiohttp.ClientSession()
+        return self._own
+
+    def transport(self, base_url: str, *, timeout: float) -> Transport:
+        """A transport to ``base_url`` on this session (the URL is the caller's to check)."""
+        if self._given is not None:
+            return AiohttpTransport(self._given, base_url, timeout=timeout)
+        return _OnSessionTransport(self, base_url, timeout)
+
+    async def __aenter__(self) -> Self:
+        self._entered += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entered -= 1
+        if not self._entered and self._own is not None:
+            own, self._own = self._own, None
+            await own.close()
+
+
+class _OnSessionTransport:
+    """An :class:`AiohttpTransport` on an :class:`HttpSession`'s session of the moment."""
+
+    __slots__ = ("_base_url", "_bound", "_http", "_timeout")
+
+    def __init__(self, http: HttpSession, base_url: str, timeout: float) -> None:
+        self._http = http
+        self._base_url = base_url
+        self._timeout = timeout
+        self._bound: tuple[aiohttp.ClientSession, AiohttpTransport] | None = None
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport(base_url={self._base_url.rstrip('/')!r}, session=own)"
+
+    async def send(self, request: HttpRequest, headers: Mapping[str, str]) -> HttpResponse:
+        session = self._http.session
+        if self._bound is None or self._bound[0] is not session:  # opened anew by a later ``async with``
+            self._bound = (session, AiohttpTransport(session, self._base_url, timeout=self._timeout))
+        return await self._bound[1].send(request, headers)
+
+
+class SessionClient:
+    """A vendor client that may own its HTTP session (see :class:`HttpSession`):
+    ``async with Client(...) as client:``. Set ``http`` in ``__init__``."""
+
+    http: HttpSession
+
+    async def __aenter__(self) -> Self:
+        await self.http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.http.__aexit__(exc_type, exc, tb)
+
+
 def transport_for(
     transport: Transport | None,
-    session: aiohttp.ClientSession | None,
+    session: aiohttp.ClientSession | HttpSession | None,
     base_url: str,
     *,
     timeout: float,
@@ -194,13 +280,16 @@ def transport_for(
     why: str = "",
 ) -> Transport:
     """The transport a vendor client uses: the one given (tests, benchmarks), else an
-    :class:`AiohttpTransport` on ``session`` to ``base_url`` once the URL passes the one URL
-    check (:func:`require_private_channel`). Raises ``ValueError`` with neither."""
+    :class:`AiohttpTransport` on ``session`` (an aiohttp session, or a client's
+    :class:`HttpSession`) to ``base_url`` once the URL passes the one URL check
+    (:func:`require_private_channel`). Raises ``ValueError`` with neither."""
     if transport is not None:
         return transport
     if session is None:
         raise ValueError("give an aiohttp session (or a transport)")
     require_private_channel("base_url", base_url, allow_insecure_http=allow_insecure_http, why=why)
+    if isinstance(session, HttpSession):
+        return session.transport(base_url, timeout=timeout)
     return AiohttpTransport(session, base_url, timeout=timeout)
 
 
