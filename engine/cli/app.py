@@ -18,7 +18,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 import anyio
 import click
 
-from unenroll.contract.declarations import Adapter, Operation
+from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
 from unenroll.observe.logs import configure_logging, get_logger
 from unenroll.observe.secrets import Secret, scrub
 
@@ -173,6 +174,7 @@ class RunOptions:
     destructive: tuple[str, ...]
     json_logs: bool
     verbose: bool
+    quota: str | None = None
 
 
 @main.command("run", cls=_RunCommand, short_help="Unenroll every row of a CSV or JSONL file.")
@@ -201,12 +203,16 @@ class RunOptions:
               help="Turn on a destructive vendor option (repeatable); see \"Destructive options\" above.")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines to stderr (the default when it is not a terminal).")
 @click.option("--verbose", "-v", is_flag=True, help="Log every call.")
+@click.option("--quota", metavar="WHERE", envvar="UNENROLL_QUOTA",
+              help="Where the tenant's calls are counted, for every run that shares it: a SQLite file [default: "
+                   "$XDG_STATE_HOME/unenroll/quota.db, every run on this machine], redis://HOST:PORT/DB (every "
+                   "host), or memory (this run only).")
 def run_command(vendor: str, input_path: Path, operation: str | None, columns: tuple[str, ...],
                 input_format: str | None, results: Path | None, journal: Path | None, resume: bool, dry_run: bool,
                 backup: Path | None, yes: bool, settings: Path | None, credentials_file: Path | None,
-                destructive: tuple[str, ...], json_logs: bool, verbose: bool) -> None:
+                destructive: tuple[str, ...], json_logs: bool, verbose: bool, quota: str | None) -> None:
     options = RunOptions(vendor, input_path, operation, columns, input_format, results, journal, resume, dry_run,
-                         backup, yes, settings, credentials_file, destructive, json_logs, verbose)
+                         backup, yes, settings, credentials_file, destructive, json_logs, verbose, quota)
     raise SystemExit(execute_run(options))
 
 
@@ -237,7 +243,7 @@ def execute_run(o: RunOptions) -> int:
     from unenroll.cli.plugins import vendors
 
     VENDORS = vendors()
-    from unenroll.cli.config import load_credentials, load_settings
+    from unenroll.cli.config import load_credentials, load_settings, quota_choice
     from unenroll.contract.settings import ConfigError
     from unenroll.inputs.files import InputError, InputFile, parse_column_mapping
 
@@ -256,6 +262,7 @@ def execute_run(o: RunOptions) -> int:
         settings = load_settings(o.vendor, o.settings, os.environ, vendors=list(VENDORS),
                                  limit_keys=entry.limit_keys())
         credentials = load_credentials(entry.credential_names, o.credentials_file, os.environ)
+        quota = quota_choice(o.quota, os.environ)
         mapping = parse_column_mapping(o.columns, operation.shape)
         input_file = InputFile(o.input_path, operation.shape, mapping,
                                fmt="jsonl" if o.input_format == "jsonl" else "csv" if o.input_format else None)
@@ -280,7 +287,7 @@ def execute_run(o: RunOptions) -> int:
     if results.resolve() == o.input_path.resolve():
         _fail("the results file would overwrite the input: choose another --results")
     run = _Run(o, entry, settings, credentials, input_file, operation.shape.operation, operation_name, results,
-               journal_path)
+               journal_path, quota)
     try:
         return anyio.run(run.main)
     except KeyboardInterrupt:  # outside the signal handlers' watch: say what is true
@@ -312,8 +319,9 @@ class _Run:
 
     def __init__(self, o: RunOptions, entry: VendorPlugin, settings: RunSettings, credentials: Credentials,
                  input_file: InputFile, engine_operation: str, operation_name: str, results: Path,
-                 journal_path: Path) -> None:
+                 journal_path: Path, quota: tuple[str, str | None] = ("memory", None)) -> None:
         self.o = o
+        self.quota = quota
         self.entry = entry
         self.settings = settings
         self.credentials = credentials
@@ -352,7 +360,36 @@ class _Run:
                                                         frozenset(self.o.destructive), self.o.dry_run))
             except ConfigError as exc:
                 _fail(str(exc))
-            return await self._with_adapter(adapter, _OperationsView(adapter, [self.engine_operation]))
+            async with self._shared_quota(adapter) as adapter:
+                return await self._with_adapter(adapter, _OperationsView(adapter, [self.engine_operation]))
+
+    @asynccontextmanager
+    async def _shared_quota(self, adapter: Adapter) -> AsyncIterator[Adapter]:
+        """``adapter`` whose windowed endpoints count their calls in the shared quota (``--quota``),
+        with their limiters' writers running; as it is for ``--quota memory`` and a dry run."""
+        from unenroll.cli.quota import open_quota_store, shared_endpoints
+        from unenroll.contract.settings import ConfigError
+
+        kind, where = self.quota
+        if kind == "memory" or self.o.dry_run:
+            yield adapter
+            return
+        base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
+        timeout = self.settings.connection.timeout
+        try:
+            store = await open_quota_store(kind, where)
+        except ConfigError as exc:
+            _fail(str(exc))
+        try:
+            endpoints, limiters = shared_endpoints(adapter.vendor, base_url, adapter.endpoints, store,
+                                                   call_timeout=timeout if timeout is not None else 120.0)
+            async with AsyncExitStack() as stack:
+                for limiter in limiters:
+                    await stack.enter_async_context(limiter)
+                yield _EndpointsView(adapter, endpoints)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.close()
 
     def _backup_target(self, journal: Journal | None) -> tuple[Path | None, BackupState | None]:
         """Where this job's backup goes and what the journal knows of it. A resumed job keeps
@@ -726,6 +763,22 @@ class _OperationsView:
         self.endpoints = {name: spec for name, spec in adapter.endpoints.items() if name in used}
         self.transport = adapter.transport
         self.auth = adapter.auth
+
+
+class _EndpointsView:
+    """An adapter whose endpoints' specs are replaced (their limiters shared through the quota);
+    everything else is the adapter's own, readers included."""
+
+    def __init__(self, adapter: Adapter, endpoints: Mapping[str, EndpointSpec]) -> None:
+        self._adapter = adapter
+        self.vendor = adapter.vendor
+        self.operations = adapter.operations
+        self.endpoints = endpoints
+        self.transport = adapter.transport
+        self.auth = adapter.auth
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
 
 
 # -- mock serve ----------------------------------------------------------------------------

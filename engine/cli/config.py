@@ -206,3 +206,29 @@ def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[s
         values[name] = Secret(value)
         sources[name] = where
     return Credentials(values, sources, tuple(warnings))
+
+
+# -- the shared quota -------------------------------------------------------------------------
+
+
+def quota_choice(value: str | None, environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """Where a run records its calls so every run against the same tenant sees them:
+    ``("sqlite", path)`` (no value: the file in the user's state folder, shared by every
+    ``unenroll`` on this machine), ``("memory", None)`` (this run only, as before), or
+    ``("redis", url)`` (shared across hosts)."""
+    from unenroll.limits.sqlite_quota import default_quota_path
+
+    text = (value or "").strip()
+    if not text:
+        return "sqlite", str(default_quota_path(dict(environ)))
+    if text.lower() == "memory":
+        return "memory", None
+    if text.lower().startswith(("redis://", "rediss://", "unix://")):
+        return "redis", text
+    if "://" in text:
+        raise ConfigError(f"--quota: {text.split('://')[0]}:// is not a quota store (give memory, a file path, or "
+                          "redis://HOST:PORT/DB)")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--quota: {path} is a folder; give a file path (e.g. {path / 'quota.db'})")
+    return "sqlite", str(path)
