@@ -233,3 +233,39 @@ async def test_shared_limiters_share_one_window_and_one_pause() -> None:
     starts.sort()
     assert len(starts) == 8
     assert all(later - earlier > 0.2 for earlier, later in zip(starts, starts[2:], strict=False))
+
+
+def test_quota_choices_and_a_mistake_said_plainly(tmp_path: Path) -> None:
+    from unenroll.cli.config import quota_choice
+    from unenroll.contract.settings import ConfigError
+
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    assert quota_choice(None, env) == ("sqlite", str(tmp_path / "unenroll" / "quota.db"))
+    assert quota_choice("memory", env) == ("memory", None)
+    assert quota_choice("redis://10.0.0.5:6379/0", env) == ("redis", "redis://10.0.0.5:6379/0")
+    assert quota_choice(str(tmp_path / "q.db"), env) == ("sqlite", str(tmp_path / "q.db"))
+    with pytest.raises(ConfigError, match="is a folder"):
+        quota_choice(str(tmp_path), env)
+    with pytest.raises(ConfigError, match="not a quota store"):
+        quota_choice("postgres://db/quota", env)
+
+
+def test_windowed_endpoints_share_the_quota_by_group_and_the_adapters_own_limiters_stay() -> None:
+    from unenroll.cli.quota import shared_endpoints, tenant_of
+    from unenroll.contract.declarations import EndpointSpec, sharing_one_limiter
+    from unenroll.limits.adaptive import AdaptiveRate
+
+    store = MemoryQuotaStore()
+    per_ip = sharing_one_limiter({"unenroll": EndpointSpec("unenroll", 1000, 3600.0),
+                                  "read": EndpointSpec("read", 1000, 3600.0)})
+    specs = {**per_ip, "own": EndpointSpec("own", 5, 1.0), "free": EndpointSpec("free"),
+             "learning": EndpointSpec("learning", limiter_factory=lambda spec: AdaptiveRate().limiter())}
+    shared, limiters = shared_endpoints("docebo", "HTTPS://Tenant.Example.com:443/api/", specs, store,
+                                        call_timeout=60.0)
+    assert tenant_of("HTTPS://Tenant.Example.com:443/api/") == "https://tenant.example.com"
+    assert {limiter.key.group for limiter in limiters} == {"read+unenroll", "own"}
+    assert shared["unenroll"].make_limiter() is shared["read"].make_limiter()  # one window for the tenant
+    assert isinstance(shared["own"].make_limiter(), SharedWindowLimiter)
+    assert not isinstance(shared["free"].make_limiter(), SharedWindowLimiter)
+    assert not isinstance(shared["learning"].make_limiter(), SharedWindowLimiter)
+    assert limiters[0].rules == (WindowRule(1000, 3600.0),)
