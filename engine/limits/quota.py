@@ -1,8 +1,8 @@
 """A tenant's quota shared by every caller: runs, processes and hosts.
 
-The vendor counts calls per tenant (Zoho per organisation and API, Docebo per IP), not per
-job. So the record of calls lives in a :class:`QuotaStore` that every caller of the tenant
-reaches (memory for one process, a SQLite file for one machine, Redis for many hosts), and
+A vendor counts calls per tenant (per organisation and API, or per IP), not per job. So
+the record of calls lives in a :class:`QuotaStore` that every caller of the tenant reaches
+(memory for one process, a SQLite file for one machine, Redis for many hosts), and
 :class:`SharedWindowLimiter` is the engine's :class:`~unenroll.limits.window.CallLimiter`
 on top of it.
 
@@ -18,7 +18,7 @@ latest it could have reached the vendor (an end reported later is cut to that). 
 arrives at the vendor between its start and its end, so no window of W at the vendor holds
 more than N arrivals, whoever sent them. Starts are also ``min_interval`` apart.
 
-Pauses are shared: a pause by one participant (a Zoho lock, a 429) holds every start of the
+Pauses are shared: a pause by one participant (a lock, a 429) holds every start of the
 key until ``paused_until = max(old, now + seconds)``. Waiting participants are served in
 order: a waiter holds a ticket stamped with the time it first asked, a slot goes only to the
 oldest live ticket, and a ticket not renewed within its wait plus ``ticket_grace`` lapses (a
