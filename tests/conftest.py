@@ -45,6 +45,13 @@ class Network:
 LOOPBACK_HTTP = Network(WireOptions(), None)
 
 
+@pytest.fixture(autouse=True)
+def own_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test (and every command it starts) keeps its shared quota in a folder of its
+    own, never in the user's ~/.local/state: no test waits on another's recorded calls."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def loopback_tls() -> LoopbackTLS:
     return LoopbackTLS.generate()
