@@ -268,7 +268,7 @@ def test_a_dry_run_checks_every_row_prints_the_plan_and_sends_nothing(tmp_path: 
     settings.write_text("[zoho.limits]\nmax_ids_per_call = 3\n")
     result = run_cli(["run", "zoho", str(source), "--dry-run", "--settings", str(settings)],
                      zoho_env(zoho_mock.url), tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # one row would be rejected: the run would end 1 too
     out = result.stdout
     assert "22 rows" in out and "to send" in out
     assert [line.split() for line in out.splitlines() if line.strip().startswith(("to send", "rejected", "duplicate"))
@@ -303,7 +303,7 @@ def test_no_credential_appears_in_any_output_log_or_file(tmp_path: Path) -> None
         env = zoho_env(mock.url, **SECRETS)
         outputs = []
         result = run_cli(["run", "zoho", str(source), "--dry-run", "-v"], env, tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.returncode == 1, result.stderr[-2000:]  # the row 'nope' would be rejected
         outputs += [result.stdout, result.stderr]
         # the client secret from a credentials file this time; verbose JSON logs; a backup
         credentials = tmp_path / "credentials.toml"
@@ -527,3 +527,33 @@ def test_rerunning_a_finished_smarteru_job_ends_what_the_backup_read_shows_done_
         assert (rows["9999999"]["outcome"], rows["9999999"]["code"]) == ("failed", "ULM:02")  # the read cannot tell
     finally:
         assert mock.stop() == 0
+
+
+# -- the files admins really have, through the command line -------------------------------------
+
+
+def test_a_report_export_runs_without_flags_semicolons_report_headers_and_a_workbook_named_csv(
+        tmp_path: Path, zoho_mock: MockProcess) -> None:
+    import openpyxl
+
+    env = zoho_env(zoho_mock.url)
+    semicolons = tmp_path / "export.csv"
+    semicolons.write_text("Course ID;Batch ID;Employee ID\n100;200;7000000000001\n100;200;7.000000000983E+12\n")
+    done = run_cli(["run", "zoho", str(semicolons), "--dry-run"], env, tmp_path)
+    stdout, stderr = done.stdout, done.stderr
+    assert done.returncode == 1, stderr  # a dry run with a rejected row says so, like the run would
+    assert "columns: course_id <- 'Course ID', batch_id <- 'Batch ID', erecno <- 'Employee ID'" in stdout
+    assert "format the column as Text" in stdout and "to send                          1" in stdout
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["course_id", "batch_id", "erecno"])
+    sheet.append(["100", "200", 7000000000002])
+    disguised = tmp_path / "from-excel.csv"
+    book.save(disguised)
+    done = run_cli(["run", "zoho", str(disguised), "--dry-run", "--delimiter", ";"], env, tmp_path)
+    stdout, stderr = done.stdout, done.stderr
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr and "workbook" in stdout.lower(), stdout
+    assert "to send                          1" in stdout, stdout

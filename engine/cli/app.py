@@ -175,6 +175,7 @@ class RunOptions:
     json_logs: bool
     verbose: bool
     quota: str | None = None
+    delimiter: str | None = None
 
 
 @main.command("run", cls=_RunCommand, short_help="Unenroll every row of a CSV or JSONL file.")
@@ -184,8 +185,10 @@ class RunOptions:
               help="What to do with each row (default: unenroll); see \"Columns each row needs\" above.")
 @click.option("--column", "columns", multiple=True, metavar="NAME=HEADER",
               help="Read column NAME from the header HEADER (repeatable).")
-@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl"]),
-              help="The input's format, if its suffix does not say (.csv, .jsonl).")
+@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl", "xlsx"]),
+              help="The input's format, if its suffix and content do not say (.csv, .jsonl, .xlsx).")
+@click.option("--delimiter", metavar="CHAR",
+              help="The CSV's separator: , ; tab or | [default: told from the header line].")
 @click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
               help="The results file, .csv or .jsonl [default: FILE's name + .results + FILE's suffix].")
 @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path),
@@ -210,9 +213,10 @@ class RunOptions:
 def run_command(vendor: str, input_path: Path, operation: str | None, columns: tuple[str, ...],
                 input_format: str | None, results: Path | None, journal: Path | None, resume: bool, dry_run: bool,
                 backup: Path | None, yes: bool, settings: Path | None, credentials_file: Path | None,
-                destructive: tuple[str, ...], json_logs: bool, verbose: bool, quota: str | None) -> None:
+                destructive: tuple[str, ...], json_logs: bool, verbose: bool, quota: str | None,
+                delimiter: str | None) -> None:
     options = RunOptions(vendor, input_path, operation, columns, input_format, results, journal, resume, dry_run,
-                         backup, yes, settings, credentials_file, destructive, json_logs, verbose, quota)
+                         backup, yes, settings, credentials_file, destructive, json_logs, verbose, quota, delimiter)
     raise SystemExit(execute_run(options))
 
 
@@ -222,7 +226,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def default_results_path(input_path: Path, fmt: str) -> Path:
-    suffix = ".csv" if fmt == "csv" else ".jsonl"
+    suffix = ".csv" if fmt in ("csv", "xlsx") else ".jsonl"
     return input_path.with_name(f"{input_path.stem}.results{suffix}")
 
 
@@ -264,8 +268,8 @@ def execute_run(o: RunOptions) -> int:
         credentials = load_credentials(entry.credential_names, o.credentials_file, os.environ)
         quota = quota_choice(o.quota, os.environ)
         mapping = parse_column_mapping(o.columns, operation.shape)
-        input_file = InputFile(o.input_path, operation.shape, mapping,
-                               fmt="jsonl" if o.input_format == "jsonl" else "csv" if o.input_format else None)
+        input_file = InputFile(o.input_path, operation.shape, mapping, fmt=o.input_format,  # type: ignore[arg-type]
+                               delimiter=o.delimiter)
     except (ConfigError, InputError) as exc:
         _fail(str(exc))
     for warning in credentials.warnings:
@@ -440,6 +444,10 @@ class _Run:
                 plan_journal.close()
         self.backup_path = backup_path
         click.echo(describe(plan, source=str(o.input_path), base_url=base_url, secrets=self._secrets()))
+        click.echo("columns: " + ", ".join(f"{column} <- {header!r}"
+                                           for column, header in self.input_file.column_mapping.items()))
+        for notice in self.input_file.notices:  # known once the file was read for the plan
+            click.echo(f"note: {notice}")
         if backup_state is not None and backup_state.complete:
             click.echo(f"backup: completed by an earlier run ({backup_state.records:,} records in {backup_path})")
         elif to_back_up:
@@ -452,7 +460,8 @@ class _Run:
                 click.echo(f"backup: an earlier run began it; it goes on where it stopped ({backup_path})")
         if o.dry_run:
             click.echo("dry run: nothing was sent and nothing was written")
-            return EXIT_OK
+            # `--dry-run && run` must stop where the run would end 1: rows it would reject
+            return EXIT_SOME_FAILED if plan.counts.get("rejected") else EXIT_OK
         self._confirm(plan)
         try:
             journal = Journal.open(self.journal_path, fingerprint, resume=o.resume)

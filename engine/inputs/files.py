@@ -293,10 +293,11 @@ class InputFile:
     def _check_format(self, head: bytes) -> None:
         """A workbook is read as one whatever its name or ``fmt`` says; the admin is told."""
         suffix = self.path.suffix.lower()
-        if head.startswith(ZIP_MAGIC) and self.format != "xlsx":
+        if head.startswith(ZIP_MAGIC) and (self.format != "xlsx" or suffix not in XLSX_SUFFIXES):
             named = f", though its name ends in {suffix}" if suffix else ""
-            self.notices.append(f"{self.path.name} is an Excel workbook (.xlsx), not {self.format.upper()} text"
-                                f"{named}: it is read as a workbook (its first sheet)")
+            claimed = (suffix.lstrip(".") or "csv").upper() if self.format == "xlsx" else self.format.upper()
+            self.notices.append(f"{self.path.name} is an Excel workbook (.xlsx), not {claimed} text{named}: it is "
+                                "read as a workbook (its first sheet)")
             self.format = "xlsx"
         elif self.format == "xlsx" and not head.startswith(ZIP_MAGIC):
             if suffix not in XLSX_SUFFIXES:
