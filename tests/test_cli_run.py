@@ -557,3 +557,20 @@ def test_a_report_export_runs_without_flags_semicolons_report_headers_and_a_work
     assert done.returncode == 0, stderr
     assert "Traceback" not in stderr and "workbook" in stdout.lower(), stdout
     assert "to send                          1" in stdout, stdout
+
+
+def test_results_cells_a_spreadsheet_would_run_are_text_and_an_unknown_results_format_is_refused(
+        tmp_path: Path, zoho_mock: MockProcess) -> None:
+    from unenroll.accounts.results import spreadsheet_safe
+
+    assert [spreadsheet_safe(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "ok", 3)] == [
+        "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\rx", "ok", 3]
+    source = tmp_path / "in.csv"
+    source.write_text(f"course_id,batch_id,erecno\n{COURSE},{BATCH_1},=1+2\n")
+    done = run_cli(["run", "zoho", str(source), "--yes"], zoho_env(zoho_mock.url), tmp_path)
+    assert done.returncode == 1, done.stderr
+    row = (tmp_path / "in.results.csv").read_text().splitlines()[1]
+    assert ",'=1+2," in row and ",=1+2," not in row  # the rejected id is shown, never run
+    done = run_cli(["run", "zoho", str(source), "--results", str(tmp_path / "out.xlsx")], zoho_env(zoho_mock.url),
+                   tmp_path)
+    assert done.returncode == 2 and ".csv or .jsonl" in done.stderr and "Traceback" not in done.stderr

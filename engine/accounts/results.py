@@ -11,20 +11,39 @@ from typing import IO, Any
 from unenroll.model import ItemOutcome
 
 CSV_COLUMNS = ("index", "operation", "target", "subject", "outcome", "code", "message", "attempts", "meta")
+RESULTS_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# a cell starting with one of these is a formula to a spreadsheet (CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """``value`` as a CSV cell no spreadsheet executes: text that starts like a formula gets a
+    leading ``'`` (shown as text by Excel, LibreOffice and Sheets); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def results_format(path: Path, fmt: str | None = None) -> str:
+    """``csv`` or ``jsonl``: ``fmt`` if given, else from the suffix; ``ValueError`` naming the
+    formats for anything else (an ``.xlsx`` name must not quietly get JSON lines)."""
+    chosen = fmt or RESULTS_SUFFIXES.get(path.suffix.lower())
+    if chosen not in ("csv", "jsonl"):
+        raise ValueError(f"results file {path.name}: the results are written as .csv or .jsonl "
+                         f"(not {fmt or path.suffix or 'a name without a suffix'})")
+    return chosen
 
 
 class ResultsWriter:
     """Writes each :class:`ItemOutcome` to a JSONL or CSV file (by suffix or ``fmt``).
 
-    Use as a context manager; pass the instance as a sink to the job. Lines are flushed
-    in the file's own buffer; closing flushes the rest.
+    Every CSV cell is :func:`spreadsheet_safe`. Use as a context manager; pass the instance
+    as a sink to the job. Lines are flushed in the file's own buffer; closing flushes the rest.
     """
 
     def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path)
-        self.fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
-        if self.fmt not in ("csv", "jsonl"):
-            raise ValueError(f"unknown results format {self.fmt!r}: use csv or jsonl")
+        self.fmt = results_format(self.path, fmt)
         self._file: IO[str] | None = None
         self._csv: Any = None
         self.written = 0
@@ -42,7 +61,7 @@ class ResultsWriter:
         if self._csv is not None:
             meta = record["meta"]
             record["meta"] = json.dumps(meta, ensure_ascii=False) if meta else ""
-            self._csv.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+            self._csv.writerow(["" if record[c] is None else spreadsheet_safe(record[c]) for c in CSV_COLUMNS])
         else:
             self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self.written += 1

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 import anyio
 import click
 
+from unenroll.accounts.results import results_format
 from unenroll.contract.declarations import Adapter, EndpointSpec, Operation
 from unenroll.observe.logs import configure_logging, get_logger
 from unenroll.observe.secrets import Secret, scrub
@@ -275,6 +276,10 @@ def execute_run(o: RunOptions) -> int:
     for warning in credentials.warnings:
         click.echo(f"unenroll: warning: {warning}", err=True)
     results = o.results or default_results_path(o.input_path, input_file.format)
+    try:
+        results_format(results)
+    except ValueError as exc:
+        _fail(str(exc))
     journal_path = o.journal or results.with_name(results.name + ".journal")
     if not o.dry_run:
         if not o.resume and journal_path.exists() and journal_path.stat().st_size > 0:
