@@ -66,6 +66,7 @@ def test_ctrl_c_after_a_window_then_resume_at_once_never_overfills_the_window(
     assert code == 130
     code, out, err = Run([*args, "--resume"], env, tmp_path).finish(timeout=120)
     assert code == 0, out + err
+    assert "calls per " in out and "are used by another run" in out, out  # the stopped run's calls, said
     stats = unenroll_stats(mock)
     assert stats["lock_events"] == 0
     assert stats["max_in_rolling_window"] <= 30

@@ -395,6 +395,9 @@ class _Run:
             async with AsyncExitStack() as stack:
                 for limiter in limiters:
                     await stack.enter_async_context(limiter)
+                    spent = (await limiter.usage()).describe(limiter.rules)
+                    if spent:  # the others' calls are this run's wait: say so before it starts
+                        click.echo(f"quota {limiter.key.group}: {spent}")
                 yield _EndpointsView(adapter, endpoints)
         finally:
             with anyio.CancelScope(shield=True):
