@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.test_cli_interrupt import Run, calls, wait_until
+from tests.redis_server import redis_url_fixture  # noqa: F401  (the fixture)
 from tests.test_cli_run import MockProcess, read_results, zoho_env
 
 TWO_IDS_A_CALL = "[zoho.limits]\nmax_ids_per_call = 2\n"  # many calls from few learners
@@ -85,14 +86,17 @@ def zoho_for_four() -> Iterator[MockProcess]:
         assert mock.stop() == 0
 
 
+@pytest.mark.parametrize("through", ["sqlite", "redis"])
 def test_four_processes_with_their_own_jobs_share_one_tenants_window(
-        tmp_path: Path, zoho_for_four: MockProcess) -> None:
+        tmp_path: Path, zoho_for_four: MockProcess, through: str, request: pytest.FixtureRequest) -> None:
     mock = zoho_for_four
     jobs = batch_files(tmp_path, mock)
     settings = tmp_path / "settings.toml"
     settings.write_text(TWO_IDS_A_CALL)
     env = run_env(mock, tmp_path, "0.01")
-    runs = [Run(["zoho", str(path), "--yes", "--settings", str(settings)], env, path.parent) for path, _ in jobs]
+    quota = ["--quota", request.getfixturevalue("redis_url")] if through == "redis" else []  # sqlite: the default
+    runs = [Run(["zoho", str(path), "--yes", "--settings", str(settings), *quota], env, path.parent)
+            for path, _ in jobs]
     for run in runs:
         code, out, err = run.finish(timeout=120)
         assert code == 0, out + err
@@ -105,4 +109,5 @@ def test_four_processes_with_their_own_jobs_share_one_tenants_window(
         assert Counter(r["outcome"] for r in rows) == Counter({"unenrolled": len(learners)})
         assert len(rows) == len(learners)
     assert not any(mock.stats()["state"]["batches"].values())
-    assert (tmp_path / "state" / "unenroll" / "quota.db").is_file()  # the default: the user's state folder
+    # the default store is a file in the user's state folder; with --quota redis:// no file is made
+    assert (tmp_path / "state" / "unenroll" / "quota.db").is_file() == (through == "sqlite")
