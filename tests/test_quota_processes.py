@@ -6,16 +6,19 @@ temporary XDG_STATE_HOME), so a resumed run and parallel runs share one window."
 from __future__ import annotations
 
 import signal
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_cli_interrupt import Run, calls, wait_until
 from tests.redis_server import redis_url_fixture  # noqa: F401  (the fixture)
+from tests.test_cli_interrupt import Run, calls, wait_until
 from tests.test_cli_run import MockProcess, read_results, zoho_env
+from unenroll.limits.quota import PastCall, WindowRule, earliest_start
 
 TWO_IDS_A_CALL = "[zoho.limits]\nmax_ids_per_call = 2\n"  # many calls from few learners
 
@@ -111,3 +114,52 @@ def test_four_processes_with_their_own_jobs_share_one_tenants_window(
     assert not any(mock.stats()["state"]["batches"].values())
     # the default store is a file in the user's state folder; with --quota redis:// no file is made
     assert (tmp_path / "state" / "unenroll" / "quota.db").is_file() == (through == "sqlite")
+
+
+def open_calls_of(db_path: Path, pid: int) -> list[tuple[float, float]]:
+    """``(start, deadline)`` of the calls process ``pid`` started and never reported back."""
+    if not db_path.is_file():
+        return []
+    with closing(sqlite3.connect(db_path, timeout=30)) as db:
+        rows = db.execute('SELECT start, deadline FROM calls WHERE participant LIKE ? AND "end" IS NULL',
+                          (f"%:{pid}:%",)).fetchall()
+    return [(float(start), float(deadline)) for start, deadline in rows]
+
+
+def test_a_participant_killed_in_the_middle_of_a_call_holds_the_others_no_longer_than_its_timeout(
+        tmp_path: Path) -> None:
+    """Two runs share the tenant; one is killed with SIGKILL while a call is in flight (every
+    answer stalls). The other finishes its job; the dead run's open call is on record with its
+    deadline at start + timeout, after which the quota counts it as ended."""
+    mock = MockProcess("zoho", "--time-scale", "0.01", "--courses", "1", "--batches", "2", "--learners", "40",
+                       "--latency", "30")
+    try:
+        (victim_file, _), (survivor_file, survivor_learners) = batch_files(tmp_path, mock)
+        settings = tmp_path / "settings.toml"
+        settings.write_text(TWO_IDS_A_CALL)
+        env = run_env(mock, tmp_path, "0.01") | {"UNENROLL_TIMEOUT": "4"}
+        db_path = tmp_path / "state" / "unenroll" / "quota.db"
+        victim = Run(["zoho", str(victim_file), "--yes", "--settings", str(settings)], env, victim_file.parent)
+        survivor = Run(["zoho", str(survivor_file), "--yes", "--settings", str(settings)], env,
+                       survivor_file.parent)
+        wait_until(lambda: bool(open_calls_of(db_path, victim.proc.pid)), what="a call of the victim in flight")
+        victim.proc.kill()
+        assert victim.proc.wait(timeout=15) == -signal.SIGKILL
+        (start, deadline), *_ = open_calls_of(db_path, victim.proc.pid)  # killed mid-call: never reported
+
+        code, out, err = survivor.finish(timeout=120)
+        assert code == 0, out + err
+        rows = read_results(survivor_file.with_name("in.results.csv"))
+        assert Counter(r["outcome"] for r in rows) == Counter({"unenrolled": len(survivor_learners)})
+        stats = unenroll_stats(mock)
+        assert stats["lock_events"] == 0
+        assert stats["max_in_rolling_window"] <= 30
+    finally:
+        assert mock.stop() == 0
+    # the slot comes back no later than the timeout: the crash rule ends the call at its deadline
+    assert deadline == pytest.approx(start + 4)
+    dead_call = PastCall(start, None, deadline)
+    assert dead_call.ended_by(deadline - 0.001) is None
+    assert dead_call.ended_by(deadline) == deadline
+    one_a_window = [WindowRule(1, 0.6)]
+    assert earliest_start(deadline, one_a_window, [dead_call], start, 0.0) == pytest.approx(deadline + 0.6)
