@@ -179,6 +179,39 @@ def test_three_contending_participants_each_get_their_share(kind: str) -> None:
     assert min(grants.values()) >= 20, grants
 
 
+@pytest.mark.parametrize("kind", STORES)
+def test_a_withdrawn_waiter_holds_no_one_behind_it(kind: str) -> None:
+    """The first waiter in line is served first while its ticket lives; once it withdraws
+    (its acquire was cancelled), the next waiter gets the free slot at once."""
+    clock = FakeClock()
+    rules = [WindowRule(1, 1.0)]
+    with store_on(kind, clock) as store:
+        busy = store.acquire_step(KEY, rules, participant="busy", call_timeout=5.0)
+        assert busy.call_id is not None
+        store.done_step(KEY, busy.call_id)
+        assert store.acquire_step(KEY, rules, participant="gone", call_timeout=5.0).call_id is None
+        clock.now += 0.5
+        assert store.acquire_step(KEY, rules, participant="next", call_timeout=5.0).call_id is None
+        clock.now += 0.6  # the slot is free, and the first in line still holds it
+        assert store.acquire_step(KEY, rules, participant="next", call_timeout=5.0).call_id is None
+        store.withdraw_step(KEY, "gone")
+        assert store.acquire_step(KEY, rules, participant="next", call_timeout=5.0).call_id is not None
+
+
+async def test_a_cancelled_acquire_gives_its_place_in_line_back() -> None:
+    store = MemoryQuotaStore(anyio.current_time)
+    rules = [WindowRule(1, 0.2)]
+    busy = store.acquire_step(KEY, rules, participant="busy", call_timeout=5.0)
+    assert busy.call_id is not None
+    store.done_step(KEY, busy.call_id)
+    async with SharedWindowLimiter(store, KEY, rules, 5.0, participant="gone") as gone:
+        with anyio.move_on_after(0.05) as waited:
+            await gone.acquire()
+        assert waited.cancelled_caught  # it was still waiting when cancelled
+    await anyio.sleep(0.2)  # the slot is free; the cancelled waiter's ticket would live 2 s more
+    assert store.acquire_step(KEY, rules, participant="next", call_timeout=5.0).call_id is not None
+
+
 def test_usage_counts_mine_and_the_others_calls_in_each_window() -> None:
     clock = FakeClock()
     rules = [WindowRule(30, 60.0), WindowRule(1000, 86400.0)]

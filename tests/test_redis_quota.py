@@ -226,6 +226,24 @@ async def test_contending_participants_are_served_in_turn(redis_url: str) -> Non
     assert all(count >= total // 6 for count in grants.values()), grants
 
 
+async def test_a_withdrawn_waiter_holds_no_one_behind_it(redis_url: str) -> None:
+    rules = (WindowRule(calls=1, window=0.2),)
+    key = fresh_key()
+    store = RedisQuotaStore(redis_url)
+    try:
+        busy = await store.try_acquire(key, rules, participant="busy", call_timeout=CALL_TIMEOUT)
+        assert busy.call_id is not None
+        await store.done(key, busy.call_id)
+        assert (await store.try_acquire(key, rules, participant="gone", call_timeout=CALL_TIMEOUT)).call_id is None
+        assert (await store.try_acquire(key, rules, participant="next", call_timeout=CALL_TIMEOUT)).call_id is None
+        await asyncio.sleep(0.3)  # the slot is free, and the first in line still holds it
+        assert (await store.try_acquire(key, rules, participant="next", call_timeout=CALL_TIMEOUT)).call_id is None
+        await store.withdraw(key, "gone")
+        assert (await store.try_acquire(key, rules, participant="next", call_timeout=CALL_TIMEOUT)).call_id
+    finally:
+        await store.close()
+
+
 async def test_usage_counts_mine_and_the_others_calls_and_the_shared_pause(redis_url: str) -> None:
     rules = (WindowRule(calls=30, window=60.0), WindowRule(calls=1000, window=86400.0))
     key = fresh_key()

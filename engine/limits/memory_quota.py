@@ -109,6 +109,9 @@ class MemoryQuotaStore:
             windows.append((mine, len(recent) - mine))
         return Usage(tuple(windows), max(0.0, state.paused_until - now))
 
+    def withdraw_step(self, key: QuotaKey, participant: str) -> None:
+        self._state(key).tickets.pop(participant, None)
+
     def _forget_past(self, state: _KeyState, now: float) -> None:
         """Drop the oldest calls once they count against no rule (nor would, by the crash rule)."""
         while state.calls:
@@ -129,6 +132,9 @@ class MemoryQuotaStore:
 
     async def usage(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str) -> Usage:
         return self.usage_step(key, rules, participant=participant)
+
+    async def withdraw(self, key: QuotaKey, participant: str) -> None:
+        self.withdraw_step(key, participant)
 
     async def close(self) -> None:
         self._keys.clear()

@@ -45,6 +45,8 @@ from unenroll.limits.window import Permit, sane_pause
 
 # a waiter whose ticket is not renewed within its wait plus this lapses (seconds)
 TICKET_GRACE = 2.0
+# how long a cancelled waiter tries to withdraw its ticket (seconds); past it the ticket lapses by itself
+WITHDRAW_TIMEOUT = 1.0
 # writes of ends and pauses waiting for the store; beyond, a write is dropped (the crash rule covers it)
 MAX_PENDING_WRITES = 10_000
 
@@ -132,6 +134,11 @@ class QuotaStore(Protocol):
 
     async def usage(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str) -> Usage:
         """Calls counting against each rule now, ``participant``'s and the others', and the pause left."""
+        ...
+
+    async def withdraw(self, key: QuotaKey, participant: str) -> None:
+        """``participant`` waits no more (its acquire was cancelled): its ticket goes now, so the
+        waiters behind it need not wait for it to lapse."""
         ...
 
     async def close(self) -> None: ...
@@ -260,16 +267,29 @@ class SharedWindowLimiter:
             await self.flush()  # the last ends: the next run need not wait for their deadlines
 
     async def acquire(self) -> Permit:
+        """A permit once every rule, the shared pause and the older waiters allow it. Cancelled
+        while waiting, it withdraws its ticket from the store before it lets the cancel through."""
         async with self._turn:
-            while True:
-                if (local := self._local_pause_until - anyio.current_time()) > 0:
-                    await anyio.sleep(local)
-                    continue
-                grant = await self.store.try_acquire(self.key, self.rules, participant=self.participant,
-                                                     call_timeout=self.call_timeout)
-                if grant.call_id is not None:
-                    return SharedPermit(grant.start, grant.call_id)
-                await anyio.sleep(max(grant.wait, 0.001))
+            waiting = False
+            try:
+                while True:
+                    if (local := self._local_pause_until - anyio.current_time()) > 0:
+                        await anyio.sleep(local)
+                        continue
+                    grant = await self.store.try_acquire(self.key, self.rules, participant=self.participant,
+                                                         call_timeout=self.call_timeout)
+                    if grant.call_id is not None:
+                        return SharedPermit(grant.start, grant.call_id)
+                    waiting = True
+                    await anyio.sleep(max(grant.wait, 0.001))
+            except BaseException:
+                if waiting:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(WITHDRAW_TIMEOUT):
+                        try:
+                            await self.store.withdraw(self.key, self.participant)
+                        except Exception:  # the store is unreachable: the ticket lapses by itself
+                            pass
+                raise
 
     def done(self, permit: Permit) -> None:
         if permit.end != math.inf:  # the first word counts

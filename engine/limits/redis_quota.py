@@ -192,6 +192,15 @@ return out
 """
 )
 
+_WITHDRAW = (
+    _PRELUDE
+    + """
+redis.call('ZREM', tickets_k, ARGV[1])
+redis.call('HDEL', texp_k, ARGV[1])
+return 1
+"""
+)
+
 _KEY_PARTS = ("calls", "deadline", "ended", "owner", "paused", "tickets", "ticket-expiry", "sequence")
 
 
@@ -208,7 +217,7 @@ class RedisQuotaStore:
     see the module docstring for the invariant. Needs the ``redis`` extra (redis-py's asyncio
     client) and Redis 5 or later (scripts that read ``TIME`` and then write)."""
 
-    __slots__ = ("_acquire", "_done", "_pause", "_prefix", "_redis", "_ticket_grace", "_url", "_usage")
+    __slots__ = ("_acquire", "_done", "_pause", "_prefix", "_redis", "_ticket_grace", "_url", "_usage", "_withdraw")
 
     def __init__(self, url: str, *, ticket_grace: float = TICKET_GRACE, prefix: str = "unenroll:quota") -> None:
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -221,6 +230,7 @@ class RedisQuotaStore:
         self._done = self._redis.register_script(_DONE)
         self._pause = self._redis.register_script(_PAUSE)
         self._usage = self._redis.register_script(_USAGE)
+        self._withdraw = self._redis.register_script(_WITHDRAW)
 
     def __repr__(self) -> str:
         return f"RedisQuotaStore({self._url!r})"
@@ -263,6 +273,10 @@ class RedisQuotaStore:
         out = await self._usage(keys=self._keys(key), args=args)
         counts = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(rules))]
         return Usage(windows=tuple(counts), paused_for=float(out[-1]))
+
+    async def withdraw(self, key: QuotaKey, participant: str) -> None:
+        """``participant`` waits no more: its ticket goes now."""
+        await self._withdraw(keys=self._keys(key), args=[participant])
 
     async def close(self) -> None:
         await self._redis.aclose()

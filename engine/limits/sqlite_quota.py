@@ -158,6 +158,10 @@ class SqliteQuotaStore:
             row = db.execute("SELECT paused_until FROM keys WHERE key = ?", (k,)).fetchone()
             return Usage(tuple(windows), max(0.0, row[0] - now) if row is not None else 0.0)
 
+    def withdraw_step(self, key: QuotaKey, participant: str) -> None:
+        with self._step() as db:
+            db.execute("DELETE FROM tickets WHERE key = ? AND participant = ?", (key.as_text(), participant))
+
     async def try_acquire(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str,
                           call_timeout: float) -> Grant:
         return await anyio.to_thread.run_sync(
@@ -171,6 +175,9 @@ class SqliteQuotaStore:
 
     async def usage(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str) -> Usage:
         return await anyio.to_thread.run_sync(lambda: self.usage_step(key, rules, participant=participant))
+
+    async def withdraw(self, key: QuotaKey, participant: str) -> None:
+        await anyio.to_thread.run_sync(self.withdraw_step, key, participant)
 
     async def close(self) -> None:
         self.close_now()
