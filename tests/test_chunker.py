@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,6 +90,22 @@ def test_partial_chunks_wait_for_linger_while_input_flows() -> None:
     assert buffer.next_wakeup(0.5) == 0.5
     chunk = buffer.take(1.0, flush_partial=False)
     assert chunk is not None and len(chunk) == 1
+
+
+def test_a_chunk_already_takeable_sets_no_wakeup() -> None:
+    """A worker that finds every takeable chunk claimed by others waits for a change, not
+    for a wakeup of 0 seconds (which would spin for as long as a limiter makes them wait)."""
+    op = make_op(10)
+    buffer = ChunkBuffer(10, linger=1.0)
+    buffer.put(op, Work(0, Item("op", ("a",), "1")), 0.0)
+    buffer.put(op, Work(1, Item("op", ("b",), "2")), 0.8)
+    assert buffer.takeable(1.5, flush_partial=False) == 1
+    assert buffer.next_wakeup(1.5) == pytest.approx(0.3)  # the second one lingers until 1.8
+    assert buffer.takeable(2.0, flush_partial=False) == 2
+    assert buffer.next_wakeup(2.0) is None  # both are counted: nothing to wake up for
+    assert buffer.next_wakeup(0.5, flush_partial=True) is None  # flushing: every open chunk counts already
+    buffer.put_later(op, Work(2, Item("op", ("c",), "3")), due=3.0)
+    assert buffer.next_wakeup(2.0) == 1.0
 
 
 def test_retries_join_their_target_when_due() -> None:

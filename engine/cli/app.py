@@ -378,20 +378,25 @@ class _Run:
         with their limiters' writers running; as it is for ``--quota memory`` and a dry run."""
         from unenroll.cli.quota import open_quota_store, shared_endpoints
         from unenroll.contract.settings import ConfigError
+        from unenroll.limits.budget import DAY
+        from unenroll.limits.memory_quota import MemoryQuotaStore
 
         kind, where = self.quota
-        if kind == "memory" or self.o.dry_run:
+        daily_calls = self.settings.daily_calls
+        if (kind == "memory" and daily_calls is None) or self.o.dry_run:
             yield adapter
             return
         base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
         timeout = self.settings.connection.timeout
         try:
-            store = await open_quota_store(kind, where)
+            store = MemoryQuotaStore() if kind == "memory" else await open_quota_store(kind, where)
         except ConfigError as exc:
             _fail(str(exc))
         try:
             endpoints, limiters = shared_endpoints(adapter.vendor, base_url, adapter.endpoints, store,
-                                                   call_timeout=timeout if timeout is not None else 120.0)
+                                                   call_timeout=timeout if timeout is not None else 120.0,
+                                                   daily_calls=daily_calls,
+                                                   day=DAY * self.settings.connection.time_scale)
             async with AsyncExitStack() as stack:
                 for limiter in limiters:
                     await stack.enter_async_context(limiter)
@@ -451,6 +456,8 @@ class _Run:
             if plan_journal is not None:
                 plan_journal.close()
         self.backup_path = backup_path
+        plan.daily_calls = self.settings.daily_calls
+        plan.day *= self.settings.connection.time_scale
         click.echo(describe(plan, source=str(o.input_path), base_url=base_url, secrets=self._secrets()))
         click.echo("columns: " + ", ".join(f"{column} <- {header!r}"
                                            for column, header in self.input_file.column_mapping.items()))

@@ -51,6 +51,8 @@ RETRY_KEYS: dict[str, type] = {
 JOB_KEYS: dict[str, type] = {
     **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int, "max_pause": float,
 }
+# limits every vendor's [<vendor>.limits] may hold, applied by the engine (not the adapter)
+ENGINE_LIMIT_KEYS: dict[str, type] = {"daily_calls": int}
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
 
 
@@ -131,7 +133,7 @@ def load_settings(
         _take(vendor_table, CONNECTION_KEYS, f"{where} [{vendor}]", values, sources, subtables=("limits",))
         if not isinstance(limits_table := vendor_table.get("limits", {}), dict):
             raise ConfigError(f"{where}: [{vendor}.limits] must be a table")
-        _take(limits_table, limit_keys, f"{where} [{vendor}.limits]", limits, sources)
+        _take(limits_table, {**limit_keys, **ENGINE_LIMIT_KEYS}, f"{where} [{vendor}.limits]", limits, sources)
     for key, kind in TOP_LEVEL_KEYS.items():
         names = [f"{ENV_PREFIX}{key.upper()}"]
         if key in CONNECTION_KEYS:
@@ -141,6 +143,12 @@ def load_settings(
             if raw is not None and raw.strip():
                 values[key] = _typed(raw, kind, name)
                 sources[key] = name
+    for key, kind in ENGINE_LIMIT_KEYS.items():
+        name = f"{ENV_PREFIX}{vendor.upper()}_{key.upper()}"
+        raw = environ.get(name)
+        if raw is not None and raw.strip():
+            limits[key] = _typed(raw, kind, name)
+            sources[key] = name
     connection = Connection(**{k: v for k, v in values.items() if k in CONNECTION_KEYS})
     if not connection.time_scale > 0:
         raise ConfigError(f"{sources.get('time_scale')}: time_scale must be above 0")
@@ -158,7 +166,8 @@ def load_settings(
         job_settings = job_settings.scaled(connection.time_scale)  # retry delays and max_pause are vendor time
     except ValueError as exc:
         raise ConfigError(f"{path} [job]: {exc}") from None
-    return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources)
+    daily_calls = limits.pop("daily_calls", None)
+    return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources, daily_calls=daily_calls)
 
 
 # -- credentials ----------------------------------------------------------------------------

@@ -18,10 +18,12 @@ import anyio
 
 from unenroll.contract.declarations import EndpointSpec
 from unenroll.contract.settings import ConfigError
+from unenroll.limits.budget import DAY, BudgetedLimiter
 from unenroll.limits.quota import QuotaKey, QuotaStore, SharedWindowLimiter, WindowRule
 from unenroll.limits.window import CallLimiter, RollingWindowLimiter
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+DAY_GROUP = "day"  # the key group of a tenant's daily budget
 
 
 def tenant_of(base_url: str) -> str:
@@ -53,9 +55,12 @@ async def open_quota_store(kind: str, where: str | None) -> QuotaStore:
 
 
 def shared_endpoints(vendor: str, base_url: str, specs: Mapping[str, EndpointSpec], store: QuotaStore, *,
-                     call_timeout: float) -> tuple[dict[str, EndpointSpec], list[SharedWindowLimiter]]:
+                     call_timeout: float, daily_calls: int | None = None,
+                     day: float = DAY) -> tuple[dict[str, EndpointSpec], list[SharedWindowLimiter]]:
     """``specs`` whose windowed endpoints make shared limiters (see the module docstring), and
-    those limiters, to be entered (``async with``) around the job."""
+    those limiters, to be entered (``async with``) around the job. With ``daily_calls``,
+    every endpoint of the tenant also draws on one daily budget (key group ``day``, a window
+    of ``day`` seconds), the last of the limiters returned."""
     groups: dict[int, list[str]] = {}  # the identity of the limiter an endpoint makes -> its endpoints
     for name, spec in specs.items():
         if spec.max_calls is None:
@@ -76,7 +81,28 @@ def shared_endpoints(vendor: str, base_url: str, specs: Mapping[str, EndpointSpe
         limiters.append(limiter)
         for name in names:
             shared[name] = replace(specs[name], limiter_factory=_always(limiter))
+    if daily_calls is not None:
+        budget = SharedWindowLimiter(store, QuotaKey(vendor, tenant, DAY_GROUP), [WindowRule(daily_calls, day)],
+                                     call_timeout)
+        limiters.append(budget)
+        shared = {name: replace(spec, limiter_factory=_within_budget(spec, budget)) for name, spec in shared.items()}
     return shared, limiters
+
+
+def _within_budget(spec: EndpointSpec, budget: SharedWindowLimiter) -> Callable[[EndpointSpec], CallLimiter]:
+    """A limiter factory whose limiters are ``spec``'s, also drawing on ``budget``; a shared
+    limiter stays one object (its wrapper too), so a backup and the job still share it."""
+    made: list[BudgetedLimiter] = []  # each wrapper keeps its inner limiter alive: identities stay unique
+
+    def factory(_: EndpointSpec) -> CallLimiter:
+        inner = spec.make_limiter()
+        for wrapper in made:
+            if wrapper.inner is inner:
+                return wrapper
+        made.append(BudgetedLimiter(inner, budget))
+        return made[-1]
+
+    return factory
 
 
 def _always(limiter: CallLimiter) -> Callable[[EndpointSpec], CallLimiter]:

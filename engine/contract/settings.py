@@ -35,6 +35,8 @@ class RunSettings:
     job: JobSettings = field(default_factory=JobSettings)
     confirm_above: int = DEFAULT_CONFIRM_ABOVE  # the change guard asks above this many items
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> where its value came from
+    # the tenant's calls a day across all its APIs, when known (the vendor's plan says; never guessed)
+    daily_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,7 +249,7 @@ class Job:
             if self._intake_done and ep.open_items == 0:
                 self._notify()
                 return
-            wakeup = ep.buffer.next_wakeup(now)
+            wakeup = ep.buffer.next_wakeup(now, flush_partial=flush)
             with anyio.move_on_after(math.inf if wakeup is None else wakeup):
                 await self._changed.wait()
 

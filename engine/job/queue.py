@@ -168,17 +168,20 @@ class ChunkBuffer:
         nbytes = op.base_bytes(chunk.target) + sum(op.item_bytes(w.item.subject) for w in head)
         return Chunk(op, chunk.target, head, nbytes, chunk.pinned, chunk.created_at)
 
-    def _oldest_open_age(self, now: float) -> float:
-        return now - next(iter(self._open.values())).created_at
-
-    def next_wakeup(self, now: float) -> float | None:
-        """Seconds until something may become takeable without a new put (a retry falls
-        due, or an open chunk has lingered enough); ``None`` if nothing is pending."""
+    def next_wakeup(self, now: float, *, flush_partial: bool = False) -> float | None:
+        """Seconds until a chunk that :meth:`takeable` does not count now becomes takeable
+        without a new put (a retry falls due, or an open chunk has lingered enough); ``None``
+        if nothing will. Never 0 for a chunk already counted: a worker that waits for another
+        worker's claim to end must sleep, not spin (a limiter's wait may last hours)."""
+        self.release_due(now)
         times = []
         if self._delayed:
             times.append(self._delayed[0][0] - now)
-        if self._open:
-            times.append(self._linger - self._oldest_open_age(now))
+        if not flush_partial:
+            for chunk in self._open.values():  # oldest first: the first still lingering is next
+                if (left := self._linger - (now - chunk.created_at)) > 0:
+                    times.append(left)
+                    break
         return max(0.0, min(times)) if times else None
 
     def clear(self) -> None:

@@ -109,6 +109,13 @@ class MemoryQuotaStore:
             windows.append((mine, len(recent) - mine))
         return Usage(tuple(windows), max(0.0, state.paused_until - now))
 
+    def peek_step(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        now = self._clock()
+        state = self._state(key)
+        calls = state.calls
+        nth = [calls[-rule.calls].seen() if len(calls) >= rule.calls else None for rule in rules]
+        return max(0.0, earliest_start(now, rules, nth, calls[-1].start if calls else None, state.paused_until) - now)
+
     def withdraw_step(self, key: QuotaKey, participant: str) -> None:
         self._state(key).tickets.pop(participant, None)
 
@@ -132,6 +139,9 @@ class MemoryQuotaStore:
 
     async def usage(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str) -> Usage:
         return self.usage_step(key, rules, participant=participant)
+
+    async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        return self.peek_step(key, rules)
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         self.withdraw_step(key, participant)

@@ -136,6 +136,11 @@ class QuotaStore(Protocol):
         """Calls counting against each rule now, ``participant``'s and the others', and the pause left."""
         ...
 
+    async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        """Seconds until the rules and the pause would allow a start (0: now), by the same rule
+        as ``try_acquire``; records nothing, takes no place in line."""
+        ...
+
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         """``participant`` waits no more (its acquire was cancelled): its ticket goes now, so the
         waiters behind it need not wait for it to lapse."""
@@ -284,12 +289,32 @@ class SharedWindowLimiter:
                     await anyio.sleep(max(grant.wait, 0.001))
             except BaseException:
                 if waiting:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(WITHDRAW_TIMEOUT):
-                        try:
-                            await self.store.withdraw(self.key, self.participant)
-                        except Exception:  # the store is unreachable: the ticket lapses by itself
-                            pass
+                    await self.withdraw()
                 raise
+
+    async def try_once(self) -> tuple[SharedPermit | None, float]:
+        """One ask, no waiting: a permit, or None and the seconds to wait before asking again
+        (the ask leaves a ticket in line: ask again, or :meth:`withdraw`)."""
+        if (local := self._local_pause_until - anyio.current_time()) > 0:
+            return None, local
+        grant = await self.store.try_acquire(self.key, self.rules, participant=self.participant,
+                                             call_timeout=self.call_timeout)
+        if grant.call_id is not None:
+            return SharedPermit(grant.start, grant.call_id), 0.0
+        return None, grant.wait
+
+    async def peek(self) -> float:
+        """Seconds until a start would be allowed (see :meth:`QuotaStore.peek`)."""
+        local = self._local_pause_until - anyio.current_time()
+        return max(local, await self.store.peek(self.key, self.rules), 0.0)
+
+    async def withdraw(self) -> None:
+        """Leave the line (shielded, bounded): an acquire that waited was cancelled."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(WITHDRAW_TIMEOUT):
+            try:
+                await self.store.withdraw(self.key, self.participant)
+            except Exception:  # the store is unreachable: the ticket lapses by itself
+                pass
 
     def done(self, permit: Permit) -> None:
         if permit.end != math.inf:  # the first word counts

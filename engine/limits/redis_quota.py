@@ -113,6 +113,8 @@ for _, r in ipairs(rules) do
   if r.gap > 0 and #newest > 0 then at = math.max(at, tonumber(newest[2]) + r.gap + 0.000001) end
 end
 
+if ARGV[5 + nrules * 4] == 'peek' then return {0, '', fmt(math.max(at - now, 0)), fmt(now)} end
+
 -- the oldest live ticket goes first; expired ones are dropped
 local first = nil
 for _, holder in ipairs(redis.call('ZRANGE', tickets_k, 0, -1)) do
@@ -273,6 +275,14 @@ class RedisQuotaStore:
         out = await self._usage(keys=self._keys(key), args=args)
         counts = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(rules))]
         return Usage(windows=tuple(counts), paused_for=float(out[-1]))
+
+    async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        """Seconds until a start would be allowed, on the Redis clock; records nothing."""
+        args: list[Any] = ["", "1", "0", len(rules)]
+        for rule in rules:
+            args += [rule.calls, repr(rule.window), repr(rule.margin), repr(rule.min_interval)]
+        _, _, wait, _ = await self._acquire(keys=self._keys(key), args=[*args, "peek"])
+        return float(wait)
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         """``participant`` waits no more: its ticket goes now."""

@@ -14,6 +14,7 @@ The command line's default file is :func:`default_quota_path`.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -158,6 +159,15 @@ class SqliteQuotaStore:
             row = db.execute("SELECT paused_until FROM keys WHERE key = ?", (k,)).fetchone()
             return Usage(tuple(windows), max(0.0, row[0] - now) if row is not None else 0.0)
 
+    def peek_step(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        k = key.as_text()
+        with self._step() as db:
+            now = self._clock()
+            row = db.execute("SELECT paused_until FROM keys WHERE key = ?", (k,)).fetchone()
+            nth = [self._nth_latest(db, k, rule.calls) for rule in rules]
+            latest = db.execute("SELECT MAX(start) FROM calls WHERE key = ?", (k,)).fetchone()[0]
+            return max(0.0, earliest_start(now, rules, nth, latest, row[0] if row is not None else -math.inf) - now)
+
     def withdraw_step(self, key: QuotaKey, participant: str) -> None:
         with self._step() as db:
             db.execute("DELETE FROM tickets WHERE key = ? AND participant = ?", (key.as_text(), participant))
@@ -175,6 +185,9 @@ class SqliteQuotaStore:
 
     async def usage(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str) -> Usage:
         return await anyio.to_thread.run_sync(lambda: self.usage_step(key, rules, participant=participant))
+
+    async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
+        return await anyio.to_thread.run_sync(self.peek_step, key, rules)
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         await anyio.to_thread.run_sync(self.withdraw_step, key, participant)

@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 from unenroll.accounts.journal import Journal
 from unenroll.contract.declarations import Adapter, Operation
 from unenroll.job.intake import IntakeFilter
+from unenroll.limits.budget import DAY
 from unenroll.model import Item, Outcome, Unreadable
 from unenroll.observe.secrets import MASK, Secret, scrub
 from unenroll.planning.durations import format_duration as format_duration  # re-exported for older imports
@@ -61,10 +62,21 @@ class Plan:
     first_problems: list[str] = field(default_factory=list)
     options: dict[str, bool] = field(default_factory=dict)
     items: list[Item] | None = None  # the items to send, if kept
+    daily_calls: int | None = None  # the tenant's daily budget, when known (set by the caller)
+    day: float = DAY  # the budget's window (a day, times the time scale)
+
+    @property
+    def days(self) -> int:
+        """The days of the tenant's daily budget the calls span (1 without a known budget)."""
+        if self.daily_calls is None or self.total_calls <= self.daily_calls:
+            return 1
+        return -(-self.total_calls // self.daily_calls)
 
     @property
     def least_seconds(self) -> float:
-        return max(self.seconds.values(), default=0.0)
+        """The least time the limits allow: the slowest endpoint's windows, and a full day of
+        the budget for every day but the last."""
+        return max(max(self.seconds.values(), default=0.0), (self.days - 1) * self.day)
 
     @property
     def total_calls(self) -> int:
@@ -215,6 +227,10 @@ def describe(plan: Plan, *, source: str, base_url: str, secrets: Sequence[Secret
     for endpoint, calls in plan.calls.items():
         out.append(f"  endpoint {endpoint}: at least {calls:,} calls, at least "
                    f"{format_duration(plan.seconds[endpoint])} at {plan.limits[endpoint]}")
+    if plan.daily_calls is not None:
+        out.append(f"  daily budget: {plan.daily_calls:,} calls a day for the tenant (all its APIs, every run): "
+                   + (f"these {plan.total_calls:,} calls span {plan.days:,} days" if plan.days > 1 else
+                      f"these {plan.total_calls:,} calls fit in one day, if other runs leave room"))
     least = plan.least_seconds
     out.append(f"  the limits allow it in no less than {format_duration(least)}"
                + (" (it fits in one window)" if least == 0 and plan.total_calls else ""))
