@@ -198,6 +198,24 @@ def test_a_withdrawn_waiter_holds_no_one_behind_it(kind: str) -> None:
         assert store.acquire_step(KEY, rules, participant="next", call_timeout=5.0).call_id is not None
 
 
+@pytest.mark.parametrize("kind", STORES)
+def test_a_peek_says_when_a_start_would_be_allowed_and_takes_nothing(kind: str) -> None:
+    clock = FakeClock()
+    rules = [WindowRule(2, 30.0)]
+    with store_on(kind, clock) as store:
+        assert store.peek_step(KEY, rules) == 0.0
+        for _ in range(2):
+            grant = store.acquire_step(KEY, rules, participant="a", call_timeout=5.0)
+            assert grant.call_id is not None
+            store.done_step(KEY, grant.call_id)
+        clock.now += 10.0
+        assert store.peek_step(KEY, rules) == pytest.approx(20.0)
+        assert store.usage_step(KEY, rules, participant="a").windows == ((2, 0),)  # the peeks recorded nothing
+        clock.now += 20.0 + 1e-6
+        assert store.peek_step(KEY, rules) == 0.0
+        assert store.acquire_step(KEY, rules, participant="b", call_timeout=5.0).call_id is not None
+
+
 async def test_a_cancelled_acquire_gives_its_place_in_line_back() -> None:
     store = MemoryQuotaStore(anyio.current_time)
     rules = [WindowRule(1, 0.2)]

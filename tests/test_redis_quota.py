@@ -244,6 +244,23 @@ async def test_a_withdrawn_waiter_holds_no_one_behind_it(redis_url: str) -> None
         await store.close()
 
 
+async def test_a_peek_says_when_a_start_would_be_allowed_and_takes_nothing(redis_url: str) -> None:
+    rules = (WindowRule(calls=2, window=30.0),)
+    key = fresh_key()
+    store = RedisQuotaStore(redis_url)
+    try:
+        assert await store.peek(key, rules) == 0.0
+        for _ in range(2):
+            grant = await store.try_acquire(key, rules, participant="a", call_timeout=CALL_TIMEOUT)
+            assert grant.call_id is not None
+            await store.done(key, grant.call_id)
+        assert 29.0 < await store.peek(key, rules) <= 30.01  # the first call leaves the window in 30 s
+        assert (await store.usage(key, rules, participant="a")).windows == ((2, 0),)  # the peeks recorded nothing
+        assert (await store.try_acquire(key, rules, participant="b", call_timeout=CALL_TIMEOUT)).call_id is None
+    finally:
+        await store.close()
+
+
 async def test_usage_counts_mine_and_the_others_calls_and_the_shared_pause(redis_url: str) -> None:
     rules = (WindowRule(calls=30, window=60.0), WindowRule(calls=1000, window=86400.0))
     key = fresh_key()
