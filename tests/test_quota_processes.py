@@ -5,6 +5,7 @@ temporary XDG_STATE_HOME), so a resumed run and parallel runs share one window."
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 from collections import Counter
@@ -163,3 +164,34 @@ def test_a_participant_killed_in_the_middle_of_a_call_holds_the_others_no_longer
     assert dead_call.ended_by(deadline) == deadline
     one_a_window = [WindowRule(1, 0.6)]
     assert earliest_start(deadline, one_a_window, [dead_call], start, 0.0) == pytest.approx(deadline + 0.6)
+
+
+def test_the_dry_run_and_the_progress_say_what_another_run_spends_of_the_tenants_minute(tmp_path: Path) -> None:
+    """At the vendor's own pace (a minute is a minute): a first run makes 10 calls; a dry run
+    of a second job says so before its plan, and the second run's progress events say it too.
+    A dry run on a machine with no quota file yet writes none."""
+    mock = MockProcess("zoho", "--time-scale", "1", "--courses", "1", "--batches", "2", "--learners", "20")
+    try:
+        (first, _), (second, second_learners) = batch_files(tmp_path, mock)
+        settings = tmp_path / "settings.toml"
+        settings.write_text(TWO_IDS_A_CALL)
+        env = run_env(mock, tmp_path, "1")
+        quota_file = tmp_path / "state" / "unenroll" / "quota.db"
+        args = ["--yes", "--settings", str(settings)]
+        code, out, err = Run(["zoho", str(first), "--dry-run", *args], env, tmp_path).finish()
+        assert code == 0, out + err
+        assert not quota_file.exists()  # a dry run writes nothing, not even the quota file
+        code, out, err = Run(["zoho", str(first), *args], env, first.parent).finish()
+        assert code == 0, out + err
+        code, out, err = Run(["zoho", str(second), "--dry-run", *args], env, tmp_path).finish()
+        assert code == 0, out + err
+        assert "10 of 30 calls per minute are used by another run" in out, out
+        code, out, err = Run(["zoho", str(second), *args], env, second.parent).finish()
+        assert code == 0, out + err
+        progress = [json.loads(line) for line in err.splitlines() if '"run.progress"' in line]
+        assert progress and progress[-1]["shared"] == "10 of 30 calls per minute are used by another run", err
+        rows = read_results(second.with_name("in.results.csv"))
+        assert Counter(r["outcome"] for r in rows) == Counter({"unenrolled": len(second_learners)})
+        assert unenroll_stats(mock)["lock_events"] == 0
+    finally:
+        assert mock.stop() == 0

@@ -352,6 +352,7 @@ class _Run:
         self.exit_code: int | None = None  # set once the report is written
         self.backup_path: Path | None = None
         self.started_at = datetime.now(UTC)
+        self.quota_limiters: list[Any] = []  # the shared quota's limiters (SharedWindowLimiter), once open
 
     def _secrets(self) -> list[Secret]:
         return list(self.credentials.values.values())
@@ -375,7 +376,8 @@ class _Run:
     @asynccontextmanager
     async def _shared_quota(self, adapter: Adapter) -> AsyncIterator[Adapter]:
         """``adapter`` whose windowed endpoints count their calls in the shared quota (``--quota``),
-        with their limiters' writers running; as it is for ``--quota memory`` and a dry run."""
+        with their limiters' writers running; as it is for ``--quota memory``. A dry run only
+        reads the quota (what others spend now, said before the plan) and writes no file."""
         from unenroll.cli.quota import open_quota_store, shared_endpoints
         from unenroll.contract.settings import ConfigError
         from unenroll.limits.budget import DAY
@@ -383,7 +385,9 @@ class _Run:
 
         kind, where = self.quota
         daily_calls = self.settings.daily_calls
-        if (kind == "memory" and daily_calls is None) or self.o.dry_run:
+        no_file = kind == "sqlite" and not await anyio.Path(where or "").exists()
+        nothing_to_read = self.o.dry_run and (kind == "memory" or no_file)
+        if (kind == "memory" and daily_calls is None) or nothing_to_read:  # a dry run writes no quota file
             yield adapter
             return
         base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
@@ -397,13 +401,15 @@ class _Run:
                                                    call_timeout=timeout if timeout is not None else 120.0,
                                                    daily_calls=daily_calls,
                                                    day=DAY * self.settings.connection.time_scale)
+            self.quota_limiters = limiters
             async with AsyncExitStack() as stack:
                 for limiter in limiters:
-                    await stack.enter_async_context(limiter)
+                    if not self.o.dry_run:  # a dry run only reads the quota: it starts no writer
+                        await stack.enter_async_context(limiter)
                     spent = (await limiter.usage()).describe(limiter.rules)
                     if spent:  # the others' calls are this run's wait: say so before it starts
                         click.echo(f"quota {limiter.key.group}: {spent}")
-                yield _EndpointsView(adapter, endpoints)
+                yield adapter if self.o.dry_run else _EndpointsView(adapter, endpoints)
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
@@ -631,7 +637,7 @@ class _Run:
     async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
         from unenroll.accounts.results import ResultsWriter
         from unenroll.job.pipeline import Job
-        from unenroll.observe.progress import LogProgress, Progress, TerminalBar, observe
+        from unenroll.observe.progress import LogProgress, Progress, QuotaWatch, TerminalBar, observe
 
         specs = {name: adapter.endpoints[name] for name in plan.calls}
         limiters = observe(specs)
@@ -653,6 +659,8 @@ class _Run:
             sys.stdout.flush()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(renderer.run)
+                if self.quota_limiters:
+                    tg.start_soon(QuotaWatch(progress, self.quota_limiters).run)
                 try:
                     report = await job.run()
                 finally:

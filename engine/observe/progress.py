@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -26,6 +26,7 @@ import anyio
 
 from unenroll.accounts.ledger import Report
 from unenroll.contract.declarations import EndpointSpec
+from unenroll.limits.quota import SharedWindowLimiter
 from unenroll.limits.window import CallLimiter, Permit
 from unenroll.model import ItemOutcome, Outcome
 from unenroll.planning.durations import format_duration
@@ -85,6 +86,7 @@ class Snapshot:
     elapsed: float
     wait: str | None  # the current wait and why
     eta: float | None  # seconds, from the limits
+    shared: str | None = None  # what other runs spend of the tenant's quota now
 
 
 _SKIPPED = frozenset({Outcome.REJECTED, Outcome.DUPLICATE})
@@ -107,6 +109,7 @@ class Progress:
         self.specs = specs
         self.limiters = limiters
         self.report: Report | None = None
+        self.shared: str | None = None  # set by whoever watches the shared quota (QuotaWatch)
         self._clock = clock
         self._started = clock()
         self.ended = self.ok = self.failed = self.skipped = self.not_sent = 0
@@ -155,7 +158,7 @@ class Progress:
             eta = max(eta, by_limits, by_pace)
         return Snapshot(self.ended, self.total, self.ok, self.failed, self.skipped, self.not_sent,
                         sum(calls.values()), elapsed, wait,
-                        0.0 if self.ended >= self.total else eta)
+                        0.0 if self.ended >= self.total else eta, self.shared)
 
 
 def render_line(s: Snapshot, width: int = 100) -> str:
@@ -169,6 +172,8 @@ def render_line(s: Snapshot, width: int = 100) -> str:
         parts.append(f"ETA {format_duration(float(round(s.eta)))}" if s.eta >= 1 else "ETA <1 s")
     if s.wait:
         parts.append(s.wait)
+    if s.shared:
+        parts.append(s.shared)
     line = " | ".join(parts)
     return line if len(line) <= width else line[: max(0, width - 3)] + "..."
 
@@ -227,6 +232,34 @@ class _BarAwareStream:
         self._bar.stream.flush()
 
 
+class QuotaWatch:
+    """Keeps ``progress.shared`` up to date with what other runs spend of the tenant's quota:
+    every ``interval`` seconds it reads each shared limiter's usage (a read: it records
+    nothing) and says it in words, or None when nobody else counts. A store that cannot be
+    read leaves the last words; it never stops the job."""
+
+    def __init__(self, progress: Progress, limiters: Sequence[SharedWindowLimiter], interval: float = 2.0) -> None:
+        self.progress = progress
+        self.limiters = list(limiters)
+        self.interval = interval
+
+    async def look(self) -> None:
+        said = []
+        for limiter in self.limiters:
+            try:
+                words = (await limiter.usage()).describe(limiter.rules)
+            except Exception:  # an unreachable store: the quota still holds, only the words are stale
+                return
+            if words:
+                said.append(words)
+        self.progress.shared = "; ".join(said) or None
+
+    async def run(self) -> None:
+        while True:
+            await self.look()
+            await anyio.sleep(self.interval)
+
+
 class LogProgress:
     """Emits a ``run.progress`` event every ``interval`` seconds (JSON lines when logging
     is configured for JSON), and one more when the job ends."""
@@ -240,7 +273,7 @@ class LogProgress:
         s = self.progress.snapshot()
         self.logger.info("run.progress", ended=s.ended, total=s.total, ok=s.ok, failed=s.failed,
                          skipped=s.skipped, not_sent=s.not_sent, calls=s.calls, elapsed_s=round(s.elapsed, 3),
-                         wait=s.wait, eta_s=None if s.eta is None else round(s.eta, 3))
+                         wait=s.wait, eta_s=None if s.eta is None else round(s.eta, 3), shared=s.shared)
 
     async def run(self) -> None:
         try:
