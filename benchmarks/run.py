@@ -49,20 +49,23 @@ TITLES = {
     "4": "4 Docebo",
     "5": "5 overhead",
     "6": "6 growth",
+    "7": "7 shared quota",
 }
 CHART_TITLES = {
     "1": "Zoho batch unenroll",
     "2": "Zoho with 5% 5xx, 1% dropped connections, 2% not enrolled",
     "3": "SmarterU, the mock's 429 limit on",
 }
-ALL_SCENARIOS = ("1", "2", "3", "4", "5", "6")
+ALL_SCENARIOS = ("1", "2", "3", "4", "5", "6", "7")
 # the vendor plugin whose adapter and mock each scenario drives (5 and 6: the loopback cases' Zoho mock)
-SCENARIO_VENDORS = {"1": "zoho", "2": "zoho", "3": "smarteru", "4": "docebo", "5": "zoho", "6": "zoho"}
+SCENARIO_VENDORS = {"1": "zoho", "2": "zoho", "3": "smarteru", "4": "docebo", "5": "zoho", "6": "zoho", "7": "zoho"}
 
 # goals (printed, never asserted)
 S1_EFFICIENCY, S2_EFFICIENCY, S4_BUSY = 0.98, 0.90, 0.97
 S5_IN_PROCESS, S5_LOOPBACK, S5_RSS_MB, S5_RSS_AT = 300_000, 150_000, 200.0, 1_000_000
 S6_LINEAR, S6_FLAT = 1.25, 1.10  # time per item, peak RSS: largest size over the reference size
+S7_SHARED = 0.95  # combined efficiency at every N over the single process's, through a shared store
+S7_PROCESSES, S7_PROCESSES_QUICK = (1, 2, 4, 8), (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,14 @@ def plan(quick: bool, only: Sequence[str], fragmented: bool = True) -> list[list
         for size in growth:
             groups.append([Case("6", "loopback HTTP", "loopback",
                                 {"items": size, "scenario": "6", "in_flight": 8} | wire)])
+    if "7" in only:
+        from .quota import STORES
+        from .quota import params as quota_params
+
+        for store in STORES:  # one case at a time: each runs N processes of its own
+            for n in (S7_PROCESSES_QUICK if quick else S7_PROCESSES):
+                groups.append([Case("7", f"{store}, {n} process{'es' if n > 1 else ''}", "quota",
+                                    quota_params(store, n, quick, fragmented))])
     return groups
 
 
@@ -146,7 +157,7 @@ def needing_absent_vendors(only: Sequence[str], installed: Collection[str]) -> d
 
 async def run_case(kind: str, params: dict[str, Any]) -> Row:
     """Run one case in this process."""
-    from . import docebo, overhead, smarteru, zoho
+    from . import docebo, overhead, quota, smarteru, zoho
 
     match kind:
         case "zoho.unenroll":
@@ -165,6 +176,8 @@ async def run_case(kind: str, params: dict[str, Any]) -> Row:
             return await overhead.in_process(overhead.OverheadScenario(**params))
         case "loopback":
             return await overhead.loopback(overhead.OverheadScenario(**params))
+        case "quota":
+            return await quota.shared_quota_contender(quota.QuotaScenario(**params))
     raise ValueError(f"unknown case kind {kind!r}")
 
 
@@ -318,7 +331,33 @@ def judge(rows: list[Row]) -> list[Goal]:
             f"{large.elapsed / large.items * 1e6:.1f} us); peak RSS x{rss:.2f} ({small.peak_rss_mb:.0f} -> "
             f"{large.peak_rss_mb:.0f} MB, {bytes_per_item:.0f} bytes per extra item)", met))
         mark(large, met)
+    _judge_shared_quota(rows, goals, mark)
     return goals
+
+
+def _judge_shared_quota(rows: Sequence[Row], goals: list[Goal], mark: Any) -> None:
+    """Scenario 7: through a shared store, every N keeps S7_SHARED of the single process's
+    combined efficiency with 0 locks; the unshared contender locks once N > 1."""
+    seven = [r for r in rows if r.scenario == "7" and not r.extra.get("failed")]
+    for store in ("sqlite", "redis"):
+        runs = sorted((r for r in seven if r.extra.get("store") == store), key=lambda r: r.extra["processes"])
+        if len(runs) < 2 or runs[0].extra["processes"] != 1 or runs[0].efficiency is None:
+            continue
+        single = runs[0].efficiency
+        shares = [(r.extra["processes"], (r.efficiency or 0.0) / single, r.throttles) for r in runs]
+        met = all(share >= S7_SHARED and locks == 0 for _, share, locks in shares) and all(
+            r.accounted == r.items for r in runs)
+        goals.append(Goal("7", f"{store}: combined efficiency >= {S7_SHARED} of the single process's at every N, "
+                               "0 locks, every item accounted",
+                          "; ".join(f"N={n}: x{share:.3f}, {locks} locks" for n, share, locks in shares), met))
+        for run in runs:
+            mark(run, met)
+    unshared = [r for r in seven if r.extra.get("store") == "unshared" and r.extra["processes"] > 1]
+    if unshared:
+        met = all(r.throttles > 0 for r in unshared)
+        goals.append(Goal("7", "unshared (each process its own limiter): locks once N > 1",
+                          "; ".join(f"N={r.extra['processes']}: {r.throttles} locks, "
+                                    f"{r.extra.get('refused_calls', 0)} calls refused" for r in unshared), met))
 
 
 # -- the table --------------------------------------------------------------------------

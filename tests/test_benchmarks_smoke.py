@@ -139,3 +139,26 @@ def test_the_scenarios_vendors_are_learnt_from_the_installed_plugins() -> None:
     assert needing_absent_vendors(ALL_SCENARIOS, installed) == {}
     assert needing_absent_vendors(ALL_SCENARIOS, installed - {"smarteru"}) == {"3": "smarteru"}
     assert needing_absent_vendors(["1", "4"], {"smarteru"}) == {"1": "zoho", "4": "docebo"}
+
+
+async def test_the_shared_quota_scenario_runs_real_processes_and_judges_them() -> None:
+    """Scenario 7 at a tiny size: two real `unenroll run` processes through one SQLite quota
+    keep the tenant's window (no lock) and account for every item; two with their own
+    limiters overfill it. The goal lines name every N."""
+    from benchmarks.quota import QuotaScenario, shared_quota_contender
+    from benchmarks.run import judge
+
+    tiny = {"items": 4_000, "time_scale": 0.01, "fragmented": True}
+    shared = [await shared_quota_contender(QuotaScenario(processes=n, store="sqlite", **tiny)) for n in (1, 2)]
+    unshared = await shared_quota_contender(QuotaScenario(processes=2, store="unshared", **tiny))
+    for row in [*shared, unshared]:
+        assert not row.extra.get("failed"), row.notes
+        assert row.accounted == row.items == 4_000, (row.contender, row.notes)
+        assert row.extra["exit_codes"] == [0] * row.extra["processes"]
+    assert [row.throttles for row in shared] == [0, 0]
+    assert all(row.extra["max_in_rolling_window"] <= 30 for row in shared)
+    assert unshared.throttles >= 1  # two limiters that do not know of each other: 80 calls at once lock it
+    goals = judge([*shared, unshared])
+    lines = [f"{goal.target}: {goal.measured}" for goal in goals if goal.scenario == "7"]
+    assert any(line.startswith("sqlite: ") and "N=1: x1.000" in line and "N=2: x" in line for line in lines), lines
+    assert any(line.startswith("unshared") and "N=2: " in line for line in lines), lines
