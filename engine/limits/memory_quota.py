@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from unenroll.limits.quota import (
     TICKET_GRACE,
+    TURN_POLL,
     Grant,
     PastCall,
     QuotaKey,
@@ -24,7 +25,6 @@ from unenroll.limits.quota import (
     WindowRule,
     earliest_start,
     horizon,
-    poll_interval,
 )
 from unenroll.limits.window import sane_pause
 
@@ -86,7 +86,7 @@ class MemoryQuotaStore:
             calls.append(call)
             state.by_id[call.call_id] = call
             return Grant(call.call_id, 0.0, now)
-        wait = at - now if at > now else min(poll_interval(rule) for rule in rules)
+        wait = at - now if at > now else TURN_POLL  # the slot is free: an older waiter takes it first
         ticket.expires = now + wait + self.ticket_grace
         return Grant(None, wait, now)
 

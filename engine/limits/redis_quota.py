@@ -142,7 +142,7 @@ if at <= now and (first == nil or first == participant) then
   return {1, id, '0', fmt(now)}
 end
 local wait = at - now
-if wait <= 0 then wait = poll end -- the slot is free, but an older waiter goes first
+if wait <= 0 then wait = 0.005 end -- the slot is free, but an older waiter goes first (quota.TURN_POLL)
 redis.call('ZADD', tickets_k, 'NX', fmt(now), participant)
 redis.call('HSET', texp_k, participant, fmt(now + wait + grace))
 redis.call('PEXPIRE', tickets_k, ttl)

@@ -28,6 +28,7 @@ import anyio
 
 from unenroll.limits.quota import (
     TICKET_GRACE,
+    TURN_POLL,
     Grant,
     PastCall,
     QuotaKey,
@@ -35,7 +36,6 @@ from unenroll.limits.quota import (
     WindowRule,
     earliest_start,
     horizon,
-    poll_interval,
 )
 from unenroll.limits.window import sane_pause
 
@@ -123,7 +123,7 @@ class SqliteQuotaStore:
                 db.execute("INSERT INTO calls VALUES (?, ?, ?, ?, ?, NULL)",
                            (k, call_id, participant, now, now + call_timeout))
                 return Grant(call_id, 0.0, now)
-            wait = at - now if at > now else min(poll_interval(rule) for rule in rules)
+            wait = at - now if at > now else TURN_POLL  # the slot is free: an older waiter takes it first
             db.execute("UPDATE tickets SET expires = ? WHERE key = ? AND participant = ?",
                        (now + wait + self.ticket_grace, k, participant))
             return Grant(None, wait, now)
