@@ -25,6 +25,7 @@ from unenroll.adapters.smarteru.adapter import (
 )
 from unenroll.adapters.smarteru.mock import BILLION_LAUGHS, EXTERNAL_ENTITY
 from unenroll.limits.adaptive import AdaptiveRateLimiter
+from unenroll.limits.learned import LearnedWindowLimiter
 from unenroll.limits.window import RollingWindowLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.wire.http import HttpRequest, HttpResponse, InProcessTransport
@@ -323,7 +324,9 @@ async def test_the_adapter_refuses_a_plain_http_base_url() -> None:
 
 def test_the_endpoint_learns_its_rate_unless_one_is_configured() -> None:
     learning = SmarterULimits().endpoint("apiv2", 0.01)
-    assert isinstance(learning.make_limiter(), AdaptiveRateLimiter)
+    assert isinstance(learning.make_limiter(), LearnedWindowLimiter)
+    aimd = SmarterULimits(learn=0).endpoint("apiv2", 0.01)
+    assert isinstance(aimd.make_limiter(), AdaptiveRateLimiter)
     fixed = SmarterULimits(calls_per_window=60, window=60.0).endpoint("apiv2", 0.01)
     assert isinstance(fixed.make_limiter(), RollingWindowLimiter)
     assert fixed.window == pytest.approx(0.6)

@@ -75,6 +75,7 @@ def _sandbox(request: MockRequest) -> Sandbox:
         time_scale=request.time_scale, latency=Latency(base=request.latency),
         faults=Faults.at_rate(request.fault_rate), seed=request.seed, wire=request.wire or WireOptions(),
         queue_delay=request.option("queue_delay", 60.0),
+        hidden_limit=request.option("hidden_limit", None),
         account_api_key=request.credential("UNENROLL_SMARTERU_ACCOUNT_API_KEY", "mock-account-api"),
         user_api_key=request.credential("UNENROLL_SMARTERU_USER_API_KEY", "mock-user-api"),
     )
@@ -98,6 +99,8 @@ MOCK = MockPlugin(
         MockOption("enrolled", int, 1000, "Enrolments."),
         MockOption("queued", int, 0, "Enrolments already queued."),
         MockOption("queue_delay", float, 60.0, "Seconds until a queued unenrolment is done (before time scale)."),
+        MockOption("hidden_limit", str, None, "An undocumented rate limit the client is not told: rolling:5/1s, "
+                   "fixed:20/10s, bucket:5/s,burst=5 or changing:5/1s->3/1s@200."),
     ),
     build=_sandbox,
     hint="--enrolled and --queued (enrolments), --queue-delay",

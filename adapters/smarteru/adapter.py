@@ -56,6 +56,7 @@ from unenroll.contract import (
     HttpSession,
     Item,
     ItemResult,
+    LearnedWindowLimiter,
     NoAuth,
     Operation,
     Outcome,
@@ -94,9 +95,10 @@ _OVER_CAP = re.compile(r"up to \d+|maximum|exceed", re.IGNORECASE)
 class SmarterULimits:
     """Every number is a setting. None of SmarterU's rate limits is documented.
 
-    ``calls_per_window`` given: a rolling-window limiter keeps to it. Not given: the rate is
-    learnt from 429s (``adaptive``). ``lock_period`` is the pause for a 429 that carries no
-    ``Retry-After``.
+    ``calls_per_window`` given: a rolling-window limiter keeps to it. Not given: the limit is
+    learned as a window from the first 429s (``learn``, the default; see
+    ``unenroll.limits.learned``), or the rate backs off and creeps up (``adaptive``, AIMD,
+    with ``learn = 0``). ``lock_period`` is the pause for a 429 that carries no ``Retry-After``.
     """
 
     calls_per_window: int | None = None
@@ -107,10 +109,14 @@ class SmarterULimits:
     max_in_flight: int = 2  # not documented; modest, so one 429 finds few calls in flight
     max_ids_per_call: int = 100  # [doc] "up to 100 unenrollments per call"
     adaptive: AdaptiveRate = field(default_factory=AdaptiveRate)
+    learn: int = 1  # 1: learn the window from the 429s; 0: AIMD (``adaptive``)
 
     def endpoint(self, name: str, time_scale: float) -> EndpointSpec:
         factory = None
-        if self.calls_per_window is None:
+        if self.calls_per_window is None and self.learn:
+            factory = partial(_learned_limiter, self.adaptive.max_rate / time_scale, self.lock_period * time_scale,
+                              time_scale)
+        elif self.calls_per_window is None:
             factory = partial(_adaptive_limiter, self.adaptive.scaled(time_scale))
         return EndpointSpec(
             name,
@@ -126,6 +132,10 @@ class SmarterULimits:
 
 def _adaptive_limiter(rate: AdaptiveRate, spec: EndpointSpec) -> CallLimiter:
     return rate.limiter()
+
+
+def _learned_limiter(max_rate: float, fallback_wait: float, time_scale: float, spec: EndpointSpec) -> CallLimiter:
+    return LearnedWindowLimiter(max_rate=max_rate, fallback_wait=fallback_wait, time_scale=time_scale)
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -59,6 +59,7 @@ from unenroll.contract.mock import (
     MockBase,
     ThresholdCounter,
     WireOptions,
+    parse_hidden_limit,
     run_main,
 )
 
@@ -89,6 +90,8 @@ class SmarterUMockConfig:
     rate_limit: int | None = None  # calls per rate_window; more answers 429
     rate_window: float = 60.0  # also the window "max calls in any window" is measured over
     retry_after: float | None = None  # the 429's Retry-After; None: the rest of rate_window
+    # an undocumented limit the client is not told (unenroll.mockkit.hidden): "rolling:5/1s", "bucket:5/s,burst=5"...
+    hidden_limit: str | None = None
     time_scale: float = 1.0
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
@@ -164,6 +167,8 @@ class SmarterUMock(MockBase):
             self.counter = ThresholdCounter(c.rate_limit, seconds(c.rate_window), seconds(retry_after))
         else:  # no limit: the counter only measures
             self.counter = ThresholdCounter(2**62, seconds(c.rate_window), 0.0)
+        self.hidden = parse_hidden_limit(c.hidden_limit, c.time_scale) if c.hidden_limit else None
+        self.hidden_refused = 0
         self.calls: Counter[str] = Counter()  # by method ("?" before the method is known)
         self.answers: Counter[str] = Counter()  # by Result, error id, or HTTP status
         self.blocks_accepted = 0
@@ -229,6 +234,11 @@ class SmarterUMock(MockBase):
         if not self.counter.hit(now):
             self.calls["?"] += 1
             return self._throttled(now)
+        if self.hidden is not None and (wait := self.hidden.admit(now)) is not None:
+            self.calls["?"] += 1
+            self.hidden_refused += 1
+            self.answers["429"] += 1
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": f"{wait:.3f}"})
         form = await request.post()
         raw = form.get("Package")
         try:
@@ -324,6 +334,8 @@ class SmarterUMock(MockBase):
             "max_accepted_in_window": counter.max_in_window,
             "throttled_429": counter.refused,
             "throttle_events": counter.lock_events,
+            "hidden_limit": self.hidden.describe() if self.hidden is not None else None,
+            "hidden_refused": self.hidden_refused,
             # calls that came while an earlier 429's Retry-After was still in force
             "calls_past_429": counter.refused - counter.lock_events,
             "answers": dict(self.answers),
@@ -349,6 +361,8 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-delay", type=float, default=60.0)
     parser.add_argument("--rate-limit", type=int, default=None, help="calls per --rate-window, then 429")
     parser.add_argument("--rate-window", type=float, default=60.0)
+    parser.add_argument("--hidden-limit", default=None,
+                        help="an undocumented limit: rolling:N/Ws, fixed:N/Ws, bucket:R/s,burst=B, changing:...")
     parser.add_argument("--require-https", action="store_true", help="answer a plain-HTTP POST with SU:01")
 
 
@@ -356,6 +370,7 @@ def _build(args: MainArguments) -> SmarterUMock:
     o = args.options
     config = SmarterUMockConfig(time_scale=args.time_scale, queue_delay=o.queue_delay, rate_limit=o.rate_limit,
                                 rate_window=o.rate_window, require_https=o.require_https, wire=args.wire,
+                                hidden_limit=o.hidden_limit,
                                 seed=args.seed)
     return SmarterUMock(config, SmarterUMockState.generate(o.enrolled, o.queued, seed=args.seed))
 

@@ -353,6 +353,8 @@ class _Run:
         self.backup_path: Path | None = None
         self.started_at = datetime.now(UTC)
         self.quota_limiters: list[Any] = []  # the shared quota's limiters (SharedWindowLimiter), once open
+        self.quota_store: Any = None  # the shared quota's store (QuotaStore), once open: learned limits live there
+        self.learned: dict[str, Any] = {}  # endpoint -> the WindowEstimate recalled for it
 
     def _secrets(self) -> list[Secret]:
         return list(self.credentials.values.values())
@@ -402,6 +404,7 @@ class _Run:
                                                    daily_calls=daily_calls,
                                                    day=DAY * self.settings.connection.time_scale)
             self.quota_limiters = limiters
+            self.quota_store = store
             async with AsyncExitStack() as stack:
                 for limiter in limiters:
                     if not self.o.dry_run:  # a dry run only reads the quota: it starts no writer
@@ -464,6 +467,10 @@ class _Run:
         self.backup_path = backup_path
         plan.daily_calls = self.settings.daily_calls
         plan.day *= self.settings.connection.time_scale
+        self.learned = await self._recall_learned(adapter)
+        for endpoint, estimate in self.learned.items():
+            if endpoint in plan.limits:
+                plan.limits[endpoint] += f"; {estimate.describe(self.settings.connection.time_scale)}"
         click.echo(describe(plan, source=str(o.input_path), base_url=base_url, secrets=self._secrets()))
         click.echo("columns: " + ", ".join(f"{column} <- {header!r}"
                                            for column, header in self.input_file.column_mapping.items()))
@@ -632,15 +639,68 @@ class _Run:
         return _OperationsView(adapter, list(adapter.operations),
                                {name: reconcile_refusals(op, settled) for name, op in adapter.operations.items()})
 
+    # -- learned limits ------------------------------------------------------------------
+
+    def _learned_key(self, endpoint: str) -> Any:
+        from unenroll.cli.quota import tenant_of
+        from unenroll.limits.quota import QuotaKey
+
+        base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
+        return QuotaKey(self.o.vendor, tenant_of(base_url), endpoint)
+
+    async def _recall_learned(self, adapter: Adapter) -> dict[str, Any]:
+        """The limits earlier runs learned for this tenant's undocumented endpoints."""
+        from unenroll.limits.learned import LearnedWindowLimiter, WindowEstimate
+
+        learned: dict[str, Any] = {}
+        if self.quota_store is None:
+            return learned
+        for name, spec in adapter.endpoints.items():
+            if spec.max_calls is not None or spec.limiter_factory is None:
+                continue
+            if not isinstance(spec.make_limiter(), LearnedWindowLimiter):
+                continue
+            try:
+                fact = await self.quota_store.recall(self._learned_key(name), LEARNED_LIMIT)
+            except Exception:  # an unreadable store: learn again
+                fact = None
+            if fact is not None and (estimate := WindowEstimate.from_fact(fact)) is not None:
+                learned[name] = estimate
+        return learned
+
+    async def _remember_learned(self, limiters: Mapping[str, Any]) -> None:
+        """Keep what this run learned, so the next run (or another process) starts at it."""
+        from unenroll.limits.learned import LearnedWindowLimiter
+
+        if self.quota_store is None:
+            return
+        for name, observed in limiters.items():
+            inner = _innermost(observed)
+            if not isinstance(inner, LearnedWindowLimiter) or inner.estimate is None:
+                continue
+            estimate = inner.estimate
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                try:
+                    await self.quota_store.remember(self._learned_key(name), LEARNED_LIMIT, estimate.as_fact())
+                except Exception:
+                    continue
+                click.echo(f"limit of {name}: {estimate.describe(self.settings.connection.time_scale)} "
+                           "(kept for the next run against this tenant)")
+
     # -- the job -------------------------------------------------------------------------
 
     async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
         from unenroll.accounts.results import ResultsWriter
         from unenroll.job.pipeline import Job
+        from unenroll.limits.learned import LearnedWindowLimiter
         from unenroll.observe.progress import LogProgress, Progress, QuotaWatch, TerminalBar, observe
 
         specs = {name: adapter.endpoints[name] for name in plan.calls}
         limiters = observe(specs)
+        for name, observed in limiters.items():  # start at what earlier runs learned: no probing again
+            inner = _innermost(observed)
+            if isinstance(inner, LearnedWindowLimiter) and name in self.learned:
+                inner.adopt(self.learned[name])
         progress = Progress(plan.rows, plan.calls, specs, limiters)
         terminal = sys.stderr.isatty() and not self.o.json_logs
         renderer: TerminalBar | LogProgress
@@ -665,6 +725,7 @@ class _Run:
                     report = await job.run()
                 finally:
                     tg.cancel_scope.cancel()
+                    await self._remember_learned(limiters)
         return report
 
     # -- the end -------------------------------------------------------------------------
@@ -833,3 +894,13 @@ _add_sandbox_commands()
 
 if __name__ == "__main__":
     main(prog_name="unenroll")
+
+
+LEARNED_LIMIT = "learned_limit"  # the name a learned limit is kept under in the quota store
+
+
+def _innermost(limiter: Any) -> Any:
+    """The limiter inside the wrappers (watching, budget) that hold one as ``inner``."""
+    while hasattr(limiter, "inner"):
+        limiter = limiter.inner
+    return limiter

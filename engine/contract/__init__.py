@@ -35,6 +35,7 @@ from unenroll.contract.plugin import (
 from unenroll.contract.settings import ConfigError, Credentials, RunSettings
 from unenroll.inputs.shapes import Column, RowShape
 from unenroll.limits.adaptive import AdaptiveRate, AdaptiveRateLimiter
+from unenroll.limits.learned import LearnedWindowLimiter, WindowEstimate
 from unenroll.limits.window import CallLimiter, RollingWindowLimiter, UnlimitedLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, Outcome
 from unenroll.observe.secrets import Secret, scrub
@@ -80,6 +81,7 @@ __all__ = [
     "InputOperation",
     "Item",
     "ItemResult",
+    "LearnedWindowLimiter",
     "MockOption",
     "MockPlugin",
     "MockRequest",
@@ -100,6 +102,7 @@ __all__ = [
     "TransportError",
     "UnlimitedLimiter",
     "VendorPlugin",
+    "WindowEstimate",
     "check_url",
     "exact_id",
     "is_loopback",

@@ -36,6 +36,7 @@ import anyio
 from unenroll.contract.declarations import Adapter
 from unenroll.job.endpoint import Lane
 from unenroll.job.settings import JobSettings
+from unenroll.limits.headers import read_rate_limit
 from unenroll.limits.window import Permit
 from unenroll.model import CallResult, CallVerdict
 from unenroll.observe.secrets import scrub
@@ -124,6 +125,13 @@ class CallPath:
                     finally:
                         lane.answered(permit)  # the window counts from the answer
                 verdict = result.verdict if isinstance(result, CallResult) else CallVerdict.ANSWERED
+                if not lost:  # the vendor's word on its limit, whoever the vendor: the limiter hears it
+                    throttled = isinstance(result, CallResult) and verdict is CallVerdict.THROTTLED
+                    word = read_rate_limit(response.header)
+                    lane.observed(permit, throttled, result.retry_after if isinstance(result, CallResult) else None,
+                                  word)
+                    if word.spent and not throttled:  # nothing remains: every call waits for the reset
+                        lane.pause(min(word.reset or 0.0, self.settings.max_pause))
                 if isinstance(result, CallResult) and verdict is CallVerdict.THROTTLED:  # before the next call leaves
                     pause = lane.spec.pause_for(result.retry_after, self.settings.max_pause)
                     lane.pause(pause)

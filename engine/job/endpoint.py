@@ -19,6 +19,7 @@ import anyio
 from unenroll.accounts.ledger import EndpointStats
 from unenroll.contract.declarations import EndpointSpec
 from unenroll.job.queue import ChunkBuffer
+from unenroll.limits.headers import RateLimitWord
 from unenroll.limits.window import CallLimiter, Permit
 
 
@@ -64,6 +65,12 @@ class Lane:
 
     def pause(self, seconds: float) -> None:
         self.limiter.pause(seconds)
+
+    def observed(self, permit: Permit, throttled: bool, retry_after: float | None, word: RateLimitWord) -> None:
+        """The call's answer was read: a limiter that learns (``observe``) hears how it went."""
+        observe = getattr(self.limiter, "observe", None)
+        if observe is not None:
+            observe(permit, throttled, retry_after, word)
 
 
 class Endpoint:

@@ -80,6 +80,12 @@ class BudgetedLimiter:
         else:
             self.inner.done(permit)
 
+    def observe(self, permit: Permit, *how: object) -> None:
+        """Passed on to an endpoint limiter that learns from each answer (``observe``)."""
+        observe = getattr(self.inner, "observe", None)
+        if observe is not None:
+            observe(permit.inner if isinstance(permit, BudgetedPermit) else permit, *how)
+
     def pause(self, seconds: float) -> None:
         """A vendor's pause is the endpoint's (a lock, a 429); the daily budget keeps its own count."""
         self.inner.pause(seconds)

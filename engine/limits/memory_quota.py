@@ -8,11 +8,12 @@ waiters served oldest first). Each step is synchronous, so it is atomic under as
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from unenroll.limits.quota import (
@@ -24,6 +25,7 @@ from unenroll.limits.quota import (
     Usage,
     WindowRule,
     earliest_start,
+    fact_from_json,
     horizon,
 )
 from unenroll.limits.window import sane_pause
@@ -63,6 +65,7 @@ class MemoryQuotaStore:
         self._clock = clock
         self._keys: dict[str, _KeyState] = {}
         self.ticket_grace = ticket_grace
+        self._facts: dict[tuple[str, str], str] = {}
 
     def _state(self, key: QuotaKey) -> _KeyState:
         return self._keys.setdefault(key.as_text(), _KeyState())
@@ -142,6 +145,12 @@ class MemoryQuotaStore:
 
     async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
         return self.peek_step(key, rules)
+
+    async def remember(self, key: QuotaKey, name: str, value: Mapping[str, object]) -> None:
+        self._facts[(key.as_text(), name)] = json.dumps(dict(value))
+
+    async def recall(self, key: QuotaKey, name: str) -> dict[str, object] | None:
+        return fact_from_json(self._facts.get((key.as_text(), name)))
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         self.withdraw_step(key, participant)

@@ -29,12 +29,13 @@ dead waiter blocks nobody for long); so none starves.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -141,6 +142,15 @@ class QuotaStore(Protocol):
         as ``try_acquire``; records nothing, takes no place in line."""
         ...
 
+    async def remember(self, key: QuotaKey, name: str, value: Mapping[str, object]) -> None:
+        """Keep ``value`` (JSON) under ``name`` for ``key``, for the next run or another process
+        (a learned limit); replaces what was there."""
+        ...
+
+    async def recall(self, key: QuotaKey, name: str) -> dict[str, object] | None:
+        """What was kept under ``name`` for ``key``, or None (never kept, or unreadable)."""
+        ...
+
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         """``participant`` waits no more (its acquire was cancelled): its ticket goes now, so the
         waiters behind it need not wait for it to lapse."""
@@ -171,6 +181,17 @@ class PastCall:
 # seconds a waiter behind an older one waits when a slot is free now: the older one takes it,
 # and the next slot may free a moment later (a longer poll here leaves slots idle between runs)
 TURN_POLL = 0.005
+
+
+def fact_from_json(text: str | bytes | None) -> dict[str, object] | None:
+    """A kept fact read back: a JSON object, else None (a store's value is never trusted)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def poll_interval(rule: WindowRule) -> float:

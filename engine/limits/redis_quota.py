@@ -28,14 +28,15 @@ past) are pruned, oldest first; a key's data expires after a while without acqui
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
-from unenroll.limits.quota import TICKET_GRACE, Grant, QuotaKey, Usage, WindowRule
+from unenroll.limits.quota import TICKET_GRACE, Grant, QuotaKey, Usage, WindowRule, fact_from_json
 from unenroll.limits.window import sane_pause
 
 # Shared by the scripts. KEYS: 1 calls (zset id -> start), 2 deadline (hash id -> start + call_timeout),
@@ -283,6 +284,16 @@ class RedisQuotaStore:
             args += [rule.calls, repr(rule.window), repr(rule.margin), repr(rule.min_interval)]
         _, _, wait, _ = await self._acquire(keys=self._keys(key), args=[*args, "peek"])
         return float(wait)
+
+    async def remember(self, key: QuotaKey, name: str, value: Mapping[str, object]) -> None:
+        """Kept in the hash ``<prefix>:{key}:facts``, without expiry (a learned limit outlives runs)."""
+        await self._redis.hset(self._facts_key(key), name, json.dumps(dict(value)))
+
+    async def recall(self, key: QuotaKey, name: str) -> dict[str, object] | None:
+        return fact_from_json(await self._redis.hget(self._facts_key(key), name))
+
+    def _facts_key(self, key: QuotaKey) -> str:
+        return f"{self._prefix}:{{{key.as_text()}}}:facts"
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         """``participant`` waits no more: its ticket goes now."""

@@ -14,13 +14,14 @@ The command line's default file is :func:`default_quota_path`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from unenroll.limits.quota import (
     Usage,
     WindowRule,
     earliest_start,
+    fact_from_json,
     horizon,
 )
 from unenroll.limits.window import sane_pause
@@ -49,6 +51,9 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_by_start ON calls (key, start);
 CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, paused_until REAL NOT NULL, horizon REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS facts (
+    key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (key, name)
+);
 CREATE TABLE IF NOT EXISTS tickets (
     key TEXT NOT NULL, participant TEXT NOT NULL, first_asked REAL NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (key, participant)
@@ -168,6 +173,17 @@ class SqliteQuotaStore:
             latest = db.execute("SELECT MAX(start) FROM calls WHERE key = ?", (k,)).fetchone()[0]
             return max(0.0, earliest_start(now, rules, nth, latest, row[0] if row is not None else -math.inf) - now)
 
+    def remember_step(self, key: QuotaKey, name: str, value: Mapping[str, object]) -> None:
+        with self._step() as db:
+            db.execute("INSERT INTO facts VALUES (?, ?, ?) "
+                       "ON CONFLICT (key, name) DO UPDATE SET value = excluded.value",
+                       (key.as_text(), name, json.dumps(dict(value))))
+
+    def recall_step(self, key: QuotaKey, name: str) -> dict[str, object] | None:
+        with self._step() as db:
+            row = db.execute("SELECT value FROM facts WHERE key = ? AND name = ?", (key.as_text(), name)).fetchone()
+        return fact_from_json(row[0] if row is not None else None)
+
     def withdraw_step(self, key: QuotaKey, participant: str) -> None:
         with self._step() as db:
             db.execute("DELETE FROM tickets WHERE key = ? AND participant = ?", (key.as_text(), participant))
@@ -188,6 +204,12 @@ class SqliteQuotaStore:
 
     async def peek(self, key: QuotaKey, rules: Sequence[WindowRule]) -> float:
         return await anyio.to_thread.run_sync(self.peek_step, key, rules)
+
+    async def remember(self, key: QuotaKey, name: str, value: Mapping[str, object]) -> None:
+        await anyio.to_thread.run_sync(self.remember_step, key, name, value)
+
+    async def recall(self, key: QuotaKey, name: str) -> dict[str, object] | None:
+        return await anyio.to_thread.run_sync(self.recall_step, key, name)
 
     async def withdraw(self, key: QuotaKey, participant: str) -> None:
         await anyio.to_thread.run_sync(self.withdraw_step, key, participant)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import anyio
@@ -142,6 +142,15 @@ class WindowSchedule:
     def pause_until(self, until: float) -> None:
         if until > self.paused_until:  # a NaN is never later
             self.paused_until = until
+
+    def resized(self, max_calls: int, window: float, recent: Sequence[Permit] = ()) -> WindowSchedule:
+        """The same schedule for a new limit: the latest ``max_calls`` calls (``recent``, the
+        caller's longer record, else this schedule's own; in flight ones too, the same
+        permits) and the pause carry over, so the new window counts them."""
+        other = WindowSchedule(max_calls, window, min_interval=self.min_interval, margin=self.margin)
+        other._starts.extend(recent or self._starts)  # a deque with maxlen keeps the latest
+        other.paused_until = self.paused_until
+        return other
 
 
 class RollingWindowLimiter:

@@ -67,6 +67,12 @@ class ObservedLimiter:
         self.pauses += 1
         self.inner.pause(seconds)
 
+    def observe(self, permit: Permit, *how: Any) -> None:
+        """Passed on to a limiter that learns from each answer (``observe``)."""
+        observe = getattr(self.inner, "observe", None)
+        if observe is not None:
+            observe(permit, *how)
+
 
 def observe(specs: Mapping[str, EndpointSpec], clock: Callable[[], float] = time.monotonic,
             ) -> dict[str, ObservedLimiter]:
