@@ -320,3 +320,16 @@ def test_windowed_endpoints_share_the_quota_by_group_and_the_adapters_own_limite
     assert not isinstance(shared["free"].make_limiter(), SharedWindowLimiter)
     assert not isinstance(shared["learning"].make_limiter(), SharedWindowLimiter)
     assert limiters[0].rules == (WindowRule(1000, 3600.0),)
+
+
+def test_endpoints_with_limiters_of_their_own_never_share_a_quota_key() -> None:
+    """Zoho counts per API: three endpoints, each making a window of its own, are three keys,
+    every time (a limiter made and dropped must not lend its identity to the next one)."""
+    from unenroll.cli.quota import shared_endpoints
+    from unenroll.contract.declarations import EndpointSpec
+
+    specs = {name: EndpointSpec(name, 30, 60.0) for name in ("unenroll", "remove_learner", "share_course")}
+    for _ in range(200):
+        _, limiters = shared_endpoints("zoho", "https://people.zoho.com", specs, MemoryQuotaStore(),
+                                       call_timeout=60.0)
+        assert sorted(limiter.key.group for limiter in limiters) == ["remove_learner", "share_course", "unenroll"]

@@ -62,10 +62,12 @@ def shared_endpoints(vendor: str, base_url: str, specs: Mapping[str, EndpointSpe
     every endpoint of the tenant also draws on one daily budget (key group ``day``, a window
     of ``day`` seconds), the last of the limiters returned."""
     groups: dict[int, list[str]] = {}  # the identity of the limiter an endpoint makes -> its endpoints
+    alive: list[CallLimiter] = []  # each made limiter kept until grouping is done: an id is unique only while alive
     for name, spec in specs.items():
         if spec.max_calls is None:
             continue
         made: CallLimiter = spec.make_limiter()
+        alive.append(made)
         if spec.limiter_factory is not None and not isinstance(made, RollingWindowLimiter):
             continue  # the adapter's own kind of limiter
         groups.setdefault(id(made), []).append(name)
