@@ -50,15 +50,17 @@ TITLES = {
     "5": "5 overhead",
     "6": "6 growth",
     "7": "7 shared quota",
+    "8": "8 learning",
 }
 CHART_TITLES = {
     "1": "Zoho batch unenroll",
     "2": "Zoho with 5% 5xx, 1% dropped connections, 2% not enrolled",
     "3": "SmarterU, the mock's 429 limit on",
 }
-ALL_SCENARIOS = ("1", "2", "3", "4", "5", "6", "7")
+ALL_SCENARIOS = ("1", "2", "3", "4", "5", "6", "7", "8")
 # the vendor plugin whose adapter and mock each scenario drives (5 and 6: the loopback cases' Zoho mock)
-SCENARIO_VENDORS = {"1": "zoho", "2": "zoho", "3": "smarteru", "4": "docebo", "5": "zoho", "6": "zoho", "7": "zoho"}
+SCENARIO_VENDORS = {"1": "zoho", "2": "zoho", "3": "smarteru", "4": "docebo", "5": "zoho", "6": "zoho", "7": "zoho",
+                    "8": "smarteru"}
 
 # goals (printed, never asserted)
 S1_EFFICIENCY, S2_EFFICIENCY, S4_BUSY = 0.98, 0.90, 0.97
@@ -66,6 +68,7 @@ S5_IN_PROCESS, S5_LOOPBACK, S5_RSS_MB, S5_RSS_AT = 300_000, 150_000, 200.0, 1_00
 S6_LINEAR, S6_FLAT = 1.25, 1.10  # time per item, peak RSS: largest size over the reference size
 S7_SHARED = 0.95  # combined efficiency at every N over the single process's, through a shared store
 S7_PROCESSES, S7_PROCESSES_QUICK = (1, 2, 4, 8), (1, 2, 4)
+S8_FIRST, S8_FIRST_THROTTLES, S8_SECOND, S8_SECOND_THROTTLES = 0.90, 10, 0.95, 2
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,13 @@ def plan(quick: bool, only: Sequence[str], fragmented: bool = True) -> list[list
             for n in (S7_PROCESSES_QUICK if quick else S7_PROCESSES):
                 groups.append([Case("7", f"{store}, {n} process{'es' if n > 1 else ''}", "quota",
                                     quota_params(store, n, quick, fragmented))])
+    if "8" in only:
+        from .learning import CONTENDERS, SHAPES
+        from .learning import params as learning_params
+
+        for shape in SHAPES.values():  # the contenders of a shape side by side: they wait on the vendor's clock
+            groups.append([Case("8", contender, "learning", learning_params(shape, contender, quick, fragmented))
+                           for contender in CONTENDERS])
     return groups
 
 
@@ -157,7 +167,7 @@ def needing_absent_vendors(only: Sequence[str], installed: Collection[str]) -> d
 
 async def run_case(kind: str, params: dict[str, Any]) -> Row:
     """Run one case in this process."""
-    from . import docebo, overhead, quota, smarteru, zoho
+    from . import docebo, learning, overhead, quota, smarteru, zoho
 
     match kind:
         case "zoho.unenroll":
@@ -178,6 +188,8 @@ async def run_case(kind: str, params: dict[str, Any]) -> Row:
             return await overhead.loopback(overhead.OverheadScenario(**params))
         case "quota":
             return await quota.shared_quota_contender(quota.QuotaScenario(**params))
+        case "learning":
+            return await learning.learning_contender(learning.LearningScenario(**params))
     raise ValueError(f"unknown case kind {kind!r}")
 
 
@@ -332,7 +344,25 @@ def judge(rows: list[Row]) -> list[Goal]:
             f"{large.peak_rss_mb:.0f} MB, {bytes_per_item:.0f} bytes per extra item)", met))
         mark(large, met)
     _judge_shared_quota(rows, goals, mark)
+    _judge_learning(rows, goals, mark)
     return goals
+
+
+def _judge_learning(rows: Sequence[Row], goals: list[Goal], mark: Any) -> None:
+    """Scenario 8: the learner's first run and second run against each hidden shape."""
+    for contender, floor, most in (("learner, first run", S8_FIRST, S8_FIRST_THROTTLES),
+                                   ("learner, second run", S8_SECOND, S8_SECOND_THROTTLES)):
+        runs = [r for r in rows if r.scenario == "8" and r.extra.get("contender") == contender
+                and not r.extra.get("failed")]
+        if not runs:
+            continue
+        met = all(r.efficiency is not None and r.efficiency >= floor and r.throttles <= most
+                  and r.accounted == r.items for r in runs)
+        goals.append(Goal("8", f"{contender}: efficiency >= {floor} with <= {most} throttles, outcomes exact",
+                          "; ".join(f"{r.extra['shape']}: {_eff(r.efficiency)}, {r.throttles} throttles, "
+                                    f"{r.accounted:,}/{r.items:,}" for r in runs), met))
+        for run in runs:
+            mark(run, met)
 
 
 def _judge_shared_quota(rows: Sequence[Row], goals: list[Goal], mark: Any) -> None:

@@ -4,7 +4,8 @@ limit on; once with the limit configured, once learning it from 429s.
 SmarterU documents no rate limit; the mock enforces 60 calls in any 60 s and answers the
 call over it with HTTP 429 and a ``Retry-After`` for the rest of the window. The
 "configured" run is told that limit (the engine's rolling-window limiter); the
-"learnt" run is told nothing and learns it from the 429s (the adapter's adaptive limiter).
+"learnt" run is told nothing and learns it from the 429s (the adapter's default: the
+limit learned as a window, ``unenroll.limits.learned``).
 Efficiency is measured against the mock's limit in both.
 """
 
@@ -111,8 +112,8 @@ async def smarteru_contender(sc: SmarterUScenario) -> Row:
     latency = recording.mean_latency("apiv2") / sc.time_scale
     endpoint = report.endpoints["apiv2"]
     if sc.learn:
-        notes = ["no limit configured: the adaptive limiter learns the rate from 429s (AIMD); "
-                 "each 429 pauses the endpoint for its Retry-After (the rest of the mock's window)"]
+        notes = ["no limit configured: the limit is learned as a window from the 429s (Retry-After and the calls "
+                 "admitted before each); each 429 pauses the endpoint for its Retry-After"]
     else:
         notes = [f"SmarterULimits(calls_per_window={RATE_LIMIT}, window={RATE_WINDOW:g} s), margin "
                  f"{limits.margin:g} s; ceiling = window / (window + latency + margin), latency {latency:.2f} s "

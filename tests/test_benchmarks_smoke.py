@@ -137,7 +137,7 @@ def test_the_scenarios_vendors_are_learnt_from_the_installed_plugins() -> None:
     installed = set(vendors())
     assert set(SCENARIO_VENDORS) == set(ALL_SCENARIOS) and set(SCENARIO_VENDORS.values()) <= installed
     assert needing_absent_vendors(ALL_SCENARIOS, installed) == {}
-    assert needing_absent_vendors(ALL_SCENARIOS, installed - {"smarteru"}) == {"3": "smarteru"}
+    assert needing_absent_vendors(ALL_SCENARIOS, installed - {"smarteru"}) == {"3": "smarteru", "8": "smarteru"}
     assert needing_absent_vendors(["1", "4"], {"smarteru"}) == {"1": "zoho", "4": "docebo"}
 
 
@@ -162,3 +162,21 @@ async def test_the_shared_quota_scenario_runs_real_processes_and_judges_them() -
     lines = [f"{goal.target}: {goal.measured}" for goal in goals if goal.scenario == "7"]
     assert any(line.startswith("sqlite: ") and "N=1: x1.000" in line and "N=2: x" in line for line in lines), lines
     assert any(line.startswith("unshared") and "N=2: " in line for line in lines), lines
+
+
+async def test_the_learning_scenario_learns_a_hidden_limit_and_the_second_run_starts_at_it() -> None:
+    """Scenario 8 at a tiny size against a hidden 5 calls per second: every item accounted,
+    the learner meets a throttle or a few, and the second run (starting at what the first
+    learned) says so and meets none."""
+    from benchmarks.learning import LearningScenario, learning_contender
+
+    tiny = {"shape": "rolling:5/1s", "items": 3_000, "time_scale": 0.1, "fragmented": True}
+    first = await learning_contender(LearningScenario(contender="learner, first run", **tiny))
+    second = await learning_contender(LearningScenario(contender="learner, second run", **tiny))
+    for row in (first, second):
+        assert row.accounted == row.items == 3_000, row.notes
+        assert row.extra["shape"] == "rolling:5/1s"
+    assert 1 <= first.throttles <= 10
+    assert any(note.startswith("ended at learned") for note in first.notes), first.notes
+    assert any(note.startswith("started at the first run's limit") for note in second.notes), second.notes
+    assert second.throttles == 0

@@ -229,6 +229,8 @@ def test_a_second_run_starts_at_the_limit_the_first_learned(tmp_path: Path) -> N
         assert said is not None, done.stdout
         assert int(said[1]) == 5 and 9.5 <= float(said[2]) <= 11.0 and int(said[3]) <= 5, said[0]
         refused_first = mock.stats()["hidden_refused"]
+        report = json.loads((tmp_path / "first.results.csv.report.json").read_text())
+        assert report["learned_limits"]["apiv2"].startswith("learned 5 per"), report
         assert 1 <= refused_first <= 5
         plan = run_cli(["run", "smarteru", str(second), "--dry-run", *args], env, tmp_path)
         assert "remembered 5 per" in plan.stdout and "throttle" in plan.stdout, plan.stdout

@@ -110,11 +110,12 @@ class SmarterULimits:
     max_ids_per_call: int = 100  # [doc] "up to 100 unenrollments per call"
     adaptive: AdaptiveRate = field(default_factory=AdaptiveRate)
     learn: int = 1  # 1: learn the window from the 429s; 0: AIMD (``adaptive``)
+    learn_max_rate: float = 20.0  # calls per second the learner starts at (the first 429 tells it the limit)
 
     def endpoint(self, name: str, time_scale: float) -> EndpointSpec:
         factory = None
         if self.calls_per_window is None and self.learn:
-            factory = partial(_learned_limiter, self.adaptive.max_rate / time_scale, self.lock_period * time_scale,
+            factory = partial(_learned_limiter, self.learn_max_rate / time_scale, self.lock_period * time_scale,
                               time_scale)
         elif self.calls_per_window is None:
             factory = partial(_adaptive_limiter, self.adaptive.scaled(time_scale))

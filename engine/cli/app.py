@@ -355,6 +355,7 @@ class _Run:
         self.quota_limiters: list[Any] = []  # the shared quota's limiters (SharedWindowLimiter), once open
         self.quota_store: Any = None  # the shared quota's store (QuotaStore), once open: learned limits live there
         self.learned: dict[str, Any] = {}  # endpoint -> the WindowEstimate recalled for it
+        self.learned_now: dict[str, str] = {}  # endpoint -> the limit it ran at, in words (for the report)
 
     def _secrets(self) -> list[Secret]:
         return list(self.credentials.values.values())
@@ -672,13 +673,14 @@ class _Run:
         """Keep what this run learned, so the next run (or another process) starts at it."""
         from unenroll.limits.learned import LearnedWindowLimiter
 
-        if self.quota_store is None:
-            return
         for name, observed in limiters.items():
             inner = _innermost(observed)
             if not isinstance(inner, LearnedWindowLimiter) or inner.estimate is None:
                 continue
             estimate = inner.estimate
+            self.learned_now[name] = estimate.describe(self.settings.connection.time_scale)
+            if self.quota_store is None:
+                continue
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                 try:
                     await self.quota_store.remember(self._learned_key(name), LEARNED_LIMIT, estimate.as_fact())
@@ -766,6 +768,8 @@ class _Run:
             "backup": None if self.backup_path is None else str(self.backup_path),
             "totals": {"runs": 1, "calls": calls, "backup_calls": 0},
         }
+        if self.learned_now:  # the limits learned (or recalled) for undocumented endpoints, and where from
+            fields["learned_limits"] = self.learned_now
         if journal is None or self.journal_forgotten:
             return fields
         state = journal.backup_state()

@@ -136,7 +136,9 @@ class LimitEstimator:
             if window <= 0:
                 continue
             rate = calls / window
-            if rate >= self.refused_rate or not self._consistent(calls, window, since=start - 2 * window):
+            # the evidence: at least two of the candidate's windows, and two of the estimate in force
+            since = start - 2 * max(window, current)
+            if rate >= self.refused_rate or not self._consistent(calls, window, since=since):
                 continue
             if best is None or rate < best[0]:
                 best = (rate, calls, window)
