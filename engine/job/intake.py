@@ -126,6 +126,13 @@ class Judgement(NamedTuple):
     replayed: bool  # ``ended`` is the journal's confirmed outcome from an earlier run
 
 
+def _place(item: Item, index: int) -> int:
+    """Where an item is, for "same as row 41": its row when the input has rows, else minus its
+    1-based position (a negative number: an item of a library caller's iterable)."""
+    row = item.meta.get("row") if item.meta else None
+    return row if isinstance(row, int) and not isinstance(row, bool) else -(index + 1)
+
+
 class IntakeFilter:
     """Judges input items in order (see the module docstring). Use one per pass over an input."""
 
@@ -134,7 +141,8 @@ class IntakeFilter:
     def __init__(self, operations: Mapping[str, Operation], journal: Journal | None = None) -> None:
         self._operations = operations
         self._journal = journal
-        self._seen: set[int] = set()  # hash of (operation, target, subject): 8 bytes a distinct item
+        # hash of (operation, target, subject) -> where it first appeared (its row, else its index)
+        self._seen: dict[int, int] = {}
         self._targets: dict[tuple[str, Target], int | str] = {}
         self.taken = 0  # items judged: the next item's index
 
@@ -146,7 +154,7 @@ class IntakeFilter:
         if self._journal is not None and (recalled := self._journal.recall(index)) is not None:
             if recalled.confirmed and recalled.outcome is not None:  # never sent again
                 if recalled.outcome not in (Outcome.REJECTED, Outcome.DUPLICATE):
-                    self._seen.add(hash((item.operation, item.target, item.subject)))
+                    self._seen.setdefault(hash((item.operation, item.target, item.subject)), _place(item, index))
                 ending = Ending(recalled.outcome, recalled.code, recalled.message)
                 return Judgement(index, item, None, ending, recalled, True)
         try:
@@ -159,10 +167,11 @@ class IntakeFilter:
             op, problem = None, "the operation, target and id must be strings"
         if problem is not None or op is None:
             return Judgement(index, item, None, Ending(Outcome.REJECTED, "invalid", problem), recalled, False)
-        if key in self._seen:
-            ending = Ending(Outcome.DUPLICATE, "duplicate", "the same item appeared earlier in the input")
+        if (first := self._seen.get(key)) is not None:
+            where = f"row {first}" if first > 0 else f"item {-first}"
+            ending = Ending(Outcome.DUPLICATE, "duplicate", f"the same item appeared earlier: same as {where}")
             return Judgement(index, item, None, ending, recalled, False)
-        self._seen.add(key)
+        self._seen[key] = _place(item, index)
         return Judgement(index, item, op, None, recalled, False)
 
 
