@@ -121,9 +121,12 @@ def open_calls_of(db_path: Path, pid: int) -> list[tuple[float, float]]:
     """``(start, deadline)`` of the calls process ``pid`` started and never reported back."""
     if not db_path.is_file():
         return []
-    with closing(sqlite3.connect(db_path, timeout=30)) as db:
-        rows = db.execute('SELECT start, deadline FROM calls WHERE participant LIKE ? AND "end" IS NULL',
-                          (f"%:{pid}:%",)).fetchall()
+    try:
+        with closing(sqlite3.connect(db_path, timeout=30)) as db:
+            rows = db.execute('SELECT start, deadline FROM calls WHERE participant LIKE ? AND "end" IS NULL',
+                              (f"%:{pid}:%",)).fetchall()
+    except sqlite3.OperationalError:  # the file is there, its tables not yet: a run is opening it
+        return []
     return [(float(start), float(deadline)) for start, deadline in rows]
 
 
