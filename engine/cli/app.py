@@ -768,6 +768,8 @@ class _Run:
             "backup": None if self.backup_path is None else str(self.backup_path),
             "totals": {"runs": 1, "calls": calls, "backup_calls": 0},
         }
+        breaker = self.settings.job.breaker
+        fields["breaker"] = breaker.describe() if breaker is not None else None
         if self.learned_now:  # the limits learned (or recalled) for undocumented endpoints, and where from
             fields["learned_limits"] = self.learned_now
         if journal is None or self.journal_forgotten:
@@ -830,6 +832,9 @@ class _Run:
         click.echo(report.summary())
         items, calls = self._sent_this_run()
         click.echo(f"this run sent {items:,} items in {calls:,} calls")
+        if report.stopped and report.stopped.startswith("circuit breaker:"):
+            click.echo(f"unenroll: stopped by the {scrub(report.stopped)}: fix that, then run the same command with "
+                       "--resume", err=True)
         if report.stopped and report.stopped.startswith("the input failed") and calls:
             click.echo(f"unenroll: {scrub(report.stopped)}; {items:,} items had been sent in {calls:,} calls: each "
                        f"one's outcome is in {self.results}", err=True)

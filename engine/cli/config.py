@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from unenroll.contract.settings import DEFAULT_CONFIRM_ABOVE, ConfigError, Connection, Credentials, RunSettings
+from unenroll.job.breaker import BreakerSettings
 from unenroll.job.retry import RetryPolicy
 from unenroll.job.settings import JobSettings
 from unenroll.observe.secrets import SHORTEST_SCRUBBED, Secret
@@ -48,8 +49,10 @@ RETRY_KEYS: dict[str, type] = {
     "max_attempts": int, "deadline": float, "base_delay": float, "multiplier": float, "max_delay": float,
     "jitter": float,
 }
+BREAKER_KEYS: dict[str, type] = {"breaker_first_items": int, "breaker_window": int, "breaker_share": float}
 JOB_KEYS: dict[str, type] = {
     **RETRY_KEYS, "max_throttles": int, "max_buffered_items": int, "linger": float, "seed": int, "max_pause": float,
+    **BREAKER_KEYS,
 }
 # limits every vendor's [<vendor>.limits] may hold, applied by the engine (not the adapter)
 ENGINE_LIMIT_KEYS: dict[str, type] = {"daily_calls": int}
@@ -162,7 +165,9 @@ def load_settings(
             raise ConfigError(f"{sources[key]}: {key} must be above 0")
     try:
         retry = RetryPolicy(**{k: v for k, v in job.items() if k in RETRY_KEYS})
-        job_settings = JobSettings(retry=retry, **{k: v for k, v in job.items() if k not in RETRY_KEYS})
+        breaker = BreakerSettings(**{k.removeprefix("breaker_"): v for k, v in job.items() if k in BREAKER_KEYS})
+        job_settings = JobSettings(retry=retry, breaker=breaker,
+                                   **{k: v for k, v in job.items() if k not in RETRY_KEYS and k not in BREAKER_KEYS})
         job_settings = job_settings.scaled(connection.time_scale)  # retry delays and max_pause are vendor time
     except ValueError as exc:
         raise ConfigError(f"{path} [job]: {exc}") from None

@@ -34,6 +34,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from unenroll.accounts.journal import Journal
 from unenroll.accounts.ledger import Ledger, OutcomeSink, Report
 from unenroll.contract.declarations import Adapter
+from unenroll.job.breaker import CircuitBreaker
 from unenroll.job.calls import Answer, CallPath, Ticket
 from unenroll.job.delivery import OutcomeDelivery
 from unenroll.job.endpoint import Endpoint, Lane
@@ -66,7 +67,8 @@ class Job:
         self.settings = settings or JobSettings()
         self.id = uuid.uuid4().hex[:12]
         self._journal = journal
-        self._ledger = Ledger(adapter.vendor, [journal, *sinks] if journal is not None else sinks)
+        breaker = [CircuitBreaker(self.settings.breaker, self._stop)] if self.settings.breaker is not None else []
+        self._ledger = Ledger(adapter.vendor, [*([journal] if journal is not None else []), *sinks, *breaker])
         self._rng = random.Random(self.settings.seed)
         self._log = get_logger(job=self.id, vendor=adapter.vendor)
         self._endpoints: dict[str, Endpoint] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from unenroll.job.breaker import BreakerSettings
 from unenroll.job.retry import RetryPolicy
 
 
@@ -31,6 +32,9 @@ class JobSettings:
     seed: int | None = None  # for backoff jitter
     stop_grace: float = 30.0  # seconds a stopping job waits for a stream reader to take what is left
     max_pause: float = 3600.0  # the longest a vendor's Retry-After may pause an endpoint (vendor time)
+    # the circuit breaker (job/breaker.py): None (the library's default) switches it off; the command
+    # line turns it on with BreakerSettings' defaults
+    breaker: BreakerSettings | None = None
 
     def __post_init__(self) -> None:
         if self.max_buffered_items < 1 or self.outcome_buffer < 1:
