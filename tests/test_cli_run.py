@@ -462,7 +462,7 @@ def test_settings_come_from_the_file_then_the_environment_and_typos_are_errors(t
     assert settings.job.retry.max_attempts == 3 and settings.job.retry.base_delay == 0.5  # scaled by 0.25
     for text, words in [("tme_scale = 1\n", "unknown setting 'tme_scale'"),
                         ('[zoho]\nrefresh_token = "x"\n', "credentials do not belong"),
-                        ("[zoho.limits]\nmax_ids_per_call = 1.5\n", "expected a int"),
+                        ("[zoho.limits]\nmax_ids_per_call = 1.5\n", "expected a whole number, got 1.5"),
                         ("time_scale = 0\n", "above 0"),
                         ("[job]\nmax_attempts = 0\n", "max_attempts")]:
         path.write_text(text)

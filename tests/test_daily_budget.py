@@ -97,9 +97,14 @@ def test_daily_calls_is_a_setting_of_every_vendors_limits(tmp_path: Path) -> Non
     from_env = load_settings("zoho", None, {"UNENROLL_ZOHO_DAILY_CALLS": "1000"}, vendors=["zoho"], limit_keys={})
     assert from_env.daily_calls == 1000
     assert load_settings("zoho", None, {}, vendors=["zoho"], limit_keys={}).daily_calls is None  # unknown: no guess
-    settings.write_text("[zoho.limits]\ndaily_calls = 0\n")
-    with pytest.raises(ConfigError, match=r"\[zoho.limits\].*daily_calls must be above 0"):
-        load_settings("zoho", settings, {}, vendors=["zoho"], limit_keys={})
+    for value, said in [("0", "daily_calls must be above 0"), ("-5", "daily_calls must be above 0"),
+                        ("1.5", "daily_calls: expected a whole number, got 1.5"),
+                        ("true", "daily_calls: expected a whole number, got true"),
+                        ('"lots"', "daily_calls: 'lots' is not a whole number")]:
+        settings.write_text(f"[zoho.limits]\ndaily_calls = {value}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_settings("zoho", settings, {}, vendors=["zoho"], limit_keys={})
+        assert str(refused.value) == f"{settings} [zoho.limits]: {said}"
 
 
 def test_the_plan_says_when_a_job_spans_days() -> None:
@@ -155,5 +160,5 @@ def test_a_budget_that_is_not_a_number_is_said_plainly(tmp_path: Path) -> None:
     done = subprocess.run([*CLI, "run", "zoho", str(source), "--dry-run"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2
-    assert "UNENROLL_ZOHO_DAILY_CALLS: 'lots' is not a int" in done.stderr or "UNENROLL_ZOHO_DAILY_CALLS" in done.stderr
+    assert done.stderr.strip() == "unenroll: UNENROLL_ZOHO_DAILY_CALLS: 'lots' is not a whole number"
     assert "Traceback" not in done.stderr

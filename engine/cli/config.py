@@ -59,8 +59,13 @@ ENGINE_LIMIT_KEYS: dict[str, type] = {"daily_calls": int}
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
 
 
+# what a setting's type is called in a message to an admin (never a Python type's name)
+_KIND_WORDS: dict[type, str] = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
 def _typed(value: Any, kind: type, where: str) -> Any:
     """``value`` checked (and for env strings, parsed) as ``kind``."""
+    wanted = _KIND_WORDS.get(kind, kind.__name__)
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
@@ -73,11 +78,12 @@ def _typed(value: Any, kind: type, where: str) -> Any:
             else:
                 value = float(text)
         except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not a {kind.__name__}") from None
+            raise ConfigError(f"{where}: {value!r} is not {wanted}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not kind:
-        raise ConfigError(f"{where}: expected a {kind.__name__}, got {value!r}")
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)  # as the settings file spells it
+        raise ConfigError(f"{where}: expected {wanted}, got {shown}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {value!r} is not a finite number")
     return value
