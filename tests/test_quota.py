@@ -125,6 +125,27 @@ def test_a_crashed_participants_call_frees_its_slot_at_start_plus_call_timeout(k
 
 
 @pytest.mark.parametrize("kind", STORES)
+def test_a_call_in_flight_keeps_its_place_whatever_ends_after_it(kind: str) -> None:
+    """A call in flight (its process may be dead) is the N-th latest for the N-th call after
+    it, even once the calls between have ended and left every window: that call waits for
+    its end (here its deadline) plus the window, as the invariant says, in every store."""
+    clock = FakeClock()
+    rules = [WindowRule(2, 0.5)]
+    with store_on(kind, clock) as store:
+        silent = store.acquire_step(KEY, rules, participant="killed", call_timeout=8.0)
+        assert silent.call_id is not None  # and its end is never reported
+        clock.now += 0.1
+        quick = store.acquire_step(KEY, rules, participant="alive", call_timeout=8.0)
+        assert quick.call_id is not None
+        clock.now += 0.1
+        store.done_step(KEY, quick.call_id)
+        clock.now += 1.0  # the quick call left every window long ago
+        assert store.acquire_step(KEY, rules, participant="alive", call_timeout=8.0).call_id is None
+        clock.now = silent.start + 8.0 + 0.5 + 1e-6
+        assert store.acquire_step(KEY, rules, participant="alive", call_timeout=8.0).call_id is not None
+
+
+@pytest.mark.parametrize("kind", STORES)
 def test_a_reported_end_counts_from_the_moment_it_came(kind: str) -> None:
     clock = FakeClock()
     rules = [WindowRule(1, 10.0)]

@@ -176,13 +176,14 @@ def most_in_a_window(arrivals: list[float], window: float, before: float = math.
 def test_a_participant_killed_in_the_middle_of_a_call_holds_its_slots_until_its_timeout_and_no_longer(
         tmp_path: Path) -> None:
     """A run is killed with SIGKILL while its calls are in flight (the mock holds its batch's
-    answers): they stay open in the quota file. A second run then makes 200 calls. By the
+    answers): they stay open in the quota file. A second run then makes 120 calls. By the
     mock's own arrival log: while the dead calls may still reach the vendor (until start +
     timeout) and a window after, the second run never has more than 30 minus the dead calls
-    in a window; their slots come back at that moment (plus slack for the machine), not never.
+    in a window, and its 30th call after them waits for that; their slots come back at that
+    moment (plus slack for the machine), not never.
     The mock never sees more than 30 in a minute, nor a lock; every learner is unenrolled once."""
     timeout, window, margin, slack = 3.0, 60 * 0.01, 0.1 * 0.01, 2.0
-    mock = HoldingMock("--time-scale", "0.01", "--batches", "2", "--learners", "400", "--hold", "60")
+    mock = HoldingMock("--time-scale", "0.01", "--batches", "2", "--learners", "240", "--hold", "60")
     try:
         (victim_file, _), (survivor_file, survivor_learners) = batch_files(tmp_path, mock)
         victim_batch, survivor_batch = (path.read_text().splitlines()[1].split(",")[1]
@@ -213,10 +214,12 @@ def test_a_participant_killed_in_the_middle_of_a_call_holds_its_slots_until_its_
         arrivals = mock.arrivals(survivor_batch)
     finally:
         assert mock.stop() == 0
-    assert len(arrivals) == 200
+    assert len(arrivals) == 120
     first_deadline, last_deadline = min(d for _, d in dead), max(d for _, d in dead)
     assert arrivals[0] < first_deadline, "the second run started after the dead calls' deadline: nothing to pin"
-    # the crash rule: a dead call may still reach the vendor until its deadline, so its slot stays taken
+    # the crash rule: a dead call may still reach the vendor until its deadline, so its slot stays taken,
+    # and the 30th call after it waits for that deadline plus the window (start[k + N] >= end[k] + W)
+    assert arrivals[30 - len(dead)] >= first_deadline + window
     assert most_in_a_window(arrivals, window, before=first_deadline + window) <= 30 - len(dead)
     # and no longer: the first window holding more than that ends soon after the dead calls' deadline
     freed = next((t for t in arrivals if most_in_a_window(arrivals, window, before=t + 1e-9) > 30 - len(dead)),

@@ -135,6 +135,25 @@ async def test_a_crashed_call_frees_its_slot_at_start_plus_call_timeout(redis_ur
         await survivor.close()
 
 
+async def test_a_call_in_flight_keeps_its_place_whatever_ends_after_it(redis_url: str) -> None:
+    """The N-th call after a call in flight waits for its end plus the window, even once the
+    calls between have ended and left every window (as in the memory and SQLite stores)."""
+    rules = (WindowRule(calls=2, window=0.1),)
+    key = fresh_key()
+    store = RedisQuotaStore(redis_url)
+    try:
+        silent = await store.try_acquire(key, rules, participant="killed", call_timeout=CALL_TIMEOUT)
+        assert silent.call_id is not None  # and its end is never reported
+        quick = await store.try_acquire(key, rules, participant="alive", call_timeout=CALL_TIMEOUT)
+        assert quick.call_id is not None
+        await store.done(key, quick.call_id)
+        await asyncio.sleep(0.4)  # the quick call left every window
+        refused = await store.try_acquire(key, rules, participant="alive", call_timeout=CALL_TIMEOUT)
+        assert refused.call_id is None
+    finally:
+        await store.close()
+
+
 async def test_a_pause_from_one_participant_holds_the_others(redis_url: str, redis_time: RedisClock) -> None:
     rules = (WindowRule(calls=100, window=1.0),)
     key = fresh_key()

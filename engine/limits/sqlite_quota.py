@@ -7,7 +7,9 @@ waiters served oldest first). Each step is one ``BEGIN IMMEDIATE`` transaction (
 write lock is taken before anything is read, so two processes never decide on the same
 rows); WAL, so a killed process loses nothing it committed. The clock is ``time.time()``:
 one machine, one clock. The ``*_step`` methods are the steps themselves (synchronous, for
-tests on a fake clock); the async methods run them in a worker thread.
+tests on a fake clock); the async methods run them in a worker thread. Calls that count
+against no rule any more are pruned oldest first, up to the first one still needed, as in
+the other stores: a call in flight keeps its place for the calls after it.
 
 The command line's default file is :func:`default_quota_path`.
 """
@@ -59,6 +61,10 @@ CREATE TABLE IF NOT EXISTS tickets (
     PRIMARY KEY (key, participant)
 );
 """
+
+# a call that counts against no rule any more (parameters: span, now, now): ended, or past its deadline,
+# more than the widest window (plus margin) ago
+_GONE = 'MIN(COALESCE("end", deadline), deadline) + ? < ? AND ("end" IS NOT NULL OR deadline <= ?)'
 
 
 def default_quota_path(environ: dict[str, str] | None = None) -> Path:
@@ -112,9 +118,10 @@ class SqliteQuotaStore:
             span = max(span, horizon(rules))
             db.execute("INSERT INTO keys VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET horizon = excluded.horizon",
                        (k, paused_until, span))
-            # calls that count against no rule any more, even by the crash rule
-            db.execute('DELETE FROM calls WHERE key = ? AND MIN(COALESCE("end", deadline), deadline) + ? < ? '
-                       'AND ("end" IS NOT NULL OR deadline <= ?)', (k, span, now, now))
+            # calls that count against no rule any more, even by the crash rule: oldest first, up to the
+            # first one still needed (a call in flight keeps its place for the calls after it)
+            db.execute(f'DELETE FROM calls WHERE key = ? AND start < COALESCE((SELECT MIN(start) FROM calls '
+                       f'WHERE key = ? AND NOT ({_GONE})), 1e308)', (k, k, span, now, now))
             db.execute("DELETE FROM tickets WHERE key = ? AND expires < ?", (k, now))
             db.execute("INSERT OR IGNORE INTO tickets VALUES (?, ?, ?, ?)", (k, participant, now, now))
             nth = [self._nth_latest(db, k, rule.calls) for rule in rules]
