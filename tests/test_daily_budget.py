@@ -4,12 +4,17 @@ budget, a call starts only with a slot of both, and the plan says when a job spa
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 
 import anyio
 import pytest
 
+from tests.redis_server import redis_url_fixture  # noqa: F401  (the fixture)
 from tests.test_cli_interrupt import Run
 from tests.test_cli_run import CLI, MockProcess, clean_env, read_results, zoho_env
 from tests.test_quota_processes import TWO_IDS_A_CALL, batch_files
@@ -17,9 +22,11 @@ from unenroll.cli.config import load_settings
 from unenroll.cli.quota import shared_endpoints
 from unenroll.contract.declarations import EndpointSpec
 from unenroll.contract.settings import ConfigError
-from unenroll.limits.budget import BudgetedLimiter
+from unenroll.limits.budget import BudgetedLimiter, BudgetedPermit
 from unenroll.limits.memory_quota import MemoryQuotaStore
-from unenroll.limits.quota import QuotaKey, SharedWindowLimiter, WindowRule
+from unenroll.limits.quota import QuotaKey, QuotaStore, SharedWindowLimiter, WindowRule
+from unenroll.limits.redis_quota import RedisQuotaStore
+from unenroll.limits.sqlite_quota import SqliteQuotaStore
 from unenroll.planning.plan import Plan, describe
 
 
@@ -59,6 +66,61 @@ async def test_two_endpoints_share_one_budget_and_no_day_holds_more_than_it() ->
     assert len(calls) == 12
     for (_, end), (later_start, _) in zip(calls, calls[5:], strict=False):
         assert later_start >= end + 0.3 - 0.005  # the 6th call waits for the 1st to leave the day
+
+
+@pytest.mark.parametrize("through", ["memory", "sqlite", "redis"])
+async def test_no_day_holds_more_than_the_budget_whichever_process_and_api_the_calls_came_from(
+        through: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Three participants (as three processes: each its own store client and limiters), each
+    sending calls through two APIs of one tenant with their own generous windows, against one
+    budget of 4 calls a "day" of 0.25 s: by the budget's own starts (the store's clock) and the
+    moments the answers came back, the 5th call after any call starts no earlier than a day
+    after that call's end, so no day holds more than 4, whoever sent them."""
+    budget_calls, day, per_participant = 4, 0.25, 4
+    clock: Callable[[], float] = time.monotonic if through == "memory" else time.time  # each store's clock
+    shared_memory = MemoryQuotaStore()
+
+    def open_store() -> QuotaStore:
+        if through == "memory":
+            return shared_memory
+        if through == "sqlite":
+            return SqliteQuotaStore(tmp_path / "quota.db")
+        return RedisQuotaStore(request.getfixturevalue("redis_url"))
+
+    specs = {"read": EndpointSpec("read", max_calls=100, window=1.0),
+             "write": EndpointSpec("write", max_calls=100, window=1.0)}
+    calls: list[tuple[float, float, str]] = []  # (the budget's start, the answer's moment, who)
+    jitter = random.Random(7)
+
+    async def participant(name: str) -> None:
+        store = open_store()
+        shared, limiters = shared_endpoints("vendor", "https://tenant.example", specs, store, call_timeout=5.0,
+                                            daily_calls=budget_calls, day=day)
+        try:
+            async with AsyncExitStack() as stack:
+                for limiter in limiters:
+                    await stack.enter_async_context(limiter)
+                for n in range(per_participant):
+                    limiter = shared["read" if (n + len(name)) % 2 else "write"].make_limiter()
+                    permit = await limiter.acquire()
+                    assert isinstance(permit, BudgetedPermit)
+                    await anyio.sleep(jitter.uniform(0.0, 0.02))
+                    calls.append((permit.budget.start, clock(), name))
+                    limiter.done(permit)
+        finally:
+            if store is not shared_memory:
+                await store.close()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for name in ("host-a", "host-bb", "host-ccc"):
+                group.start_soon(participant, name)
+    calls.sort()
+    assert len(calls) == 3 * per_participant and len({who for _, _, who in calls}) == 3
+    for (_, ended, _), (later_start, _, _) in zip(calls, calls[budget_calls:], strict=False):
+        assert later_start >= ended + day
+    for start, _, _ in calls:  # and the rolling count, spelled out
+        assert sum(start <= other < start + day for other, _, _ in calls) <= budget_calls
 
 
 KEY_DAY = QuotaKey("vendor", "https://tenant.example", "day")
