@@ -181,6 +181,35 @@ def test_the_plan_says_when_a_job_spans_days() -> None:
     assert "no less than 48 h" in text, text
     plan.daily_calls = 5000
     assert "fit in one day" in describe(plan, source="in.csv", base_url="https://people.zoho.com")
+    plan.calls, plan.daily_calls = {"unenroll": 1}, 1
+    assert ("daily budget: 1 call a day for the tenant (all its APIs, every run): this 1 call fits in one day"
+            in describe(plan, source="in.csv", base_url="https://people.zoho.com"))
+
+
+def test_an_endpoint_the_adapter_leaves_out_of_the_daily_cap_draws_nothing_from_the_budget() -> None:
+    """The adapter declares which endpoints the vendor's daily cap counts (``in_daily_budget``);
+    the engine wraps those only, and the plan counts their calls only."""
+    specs = {"write": EndpointSpec("write", max_calls=30, window=60.0),
+             "status": EndpointSpec("status", max_calls=30, window=60.0, in_daily_budget=False)}
+    shared, limiters = shared_endpoints("vendor", "https://tenant.example", specs, MemoryQuotaStore(),
+                                        call_timeout=5.0, daily_calls=1000)
+    assert limiters[-1].key.group == "day"
+    assert isinstance(shared["write"].make_limiter(), BudgetedLimiter)
+    status = shared["status"].make_limiter()
+    assert isinstance(status, SharedWindowLimiter) and status.key.group == "status"  # its own window, no budget
+
+    plan = Plan("vendor", ("unenroll",), rows=6000, to_send=3000, calls={"write": 3000, "status": 3000},
+                seconds={"write": 5900.0, "status": 5900.0},
+                limits={"write": "30 calls per 1 min", "status": "30 calls per 1 min"},
+                daily_calls=1000, outside_budget={"status"})
+    assert plan.budget_calls == 3000 and plan.days == 3
+    text = describe(plan, source="in.csv", base_url="https://tenant.example")
+    assert ("daily budget: 1,000 calls a day for the tenant (not counting status, every run): "
+            "these 3,000 calls span 3 days") in text, text
+    plan.outside_budget = set()
+    assert plan.days == 6
+    assert "(all its APIs, every run): these 6,000 calls (write + status) span 6 days" in describe(
+        plan, source="in.csv", base_url="https://tenant.example")
 
 
 def test_a_run_over_its_daily_budget_waits_a_day(tmp_path: Path) -> None:

@@ -59,8 +59,9 @@ def shared_endpoints(vendor: str, base_url: str, specs: Mapping[str, EndpointSpe
                      day: float = DAY) -> tuple[dict[str, EndpointSpec], list[SharedWindowLimiter]]:
     """``specs`` whose windowed endpoints make shared limiters (see the module docstring), and
     those limiters, to be entered (``async with``) around the job. With ``daily_calls``,
-    every endpoint of the tenant also draws on one daily budget (key group ``day``, a window
-    of ``day`` seconds), the last of the limiters returned."""
+    every endpoint of the tenant the adapter declares ``in_daily_budget`` also draws on one
+    daily budget (key group ``day``, a window of ``day`` seconds), the last of the limiters
+    returned."""
     groups: dict[int, list[str]] = {}  # the identity of the limiter an endpoint makes -> its endpoints
     alive: list[CallLimiter] = []  # each made limiter kept until grouping is done: an id is unique only while alive
     for name, spec in specs.items():
@@ -87,7 +88,8 @@ def shared_endpoints(vendor: str, base_url: str, specs: Mapping[str, EndpointSpe
         budget = SharedWindowLimiter(store, QuotaKey(vendor, tenant, DAY_GROUP), [WindowRule(daily_calls, day)],
                                      call_timeout)
         limiters.append(budget)
-        shared = {name: replace(spec, limiter_factory=_within_budget(spec, budget)) for name, spec in shared.items()}
+        shared = {name: replace(spec, limiter_factory=_within_budget(spec, budget)) if spec.in_daily_budget else spec
+                  for name, spec in shared.items()}
     return shared, limiters
 
 

@@ -35,6 +35,9 @@ class EndpointSpec:
     max_in_flight: int = 1
     # an adapter's own limiter (e.g. one that learns an undocumented rate from 429s)
     limiter_factory: Callable[[EndpointSpec], CallLimiter] | None = None
+    # whether the vendor's daily cap per tenant counts this endpoint's calls: the adapter says, from the
+    # vendor's documentation; the engine applies the admin's daily_calls to these endpoints only
+    in_daily_budget: bool = True
 
     def scaled(self, time_scale: float) -> EndpointSpec:
         """Every duration multiplied by ``time_scale`` (0.01: a minute becomes 0.6 s)."""

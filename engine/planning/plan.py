@@ -64,13 +64,19 @@ class Plan:
     items: list[Item] | None = None  # the items to send, if kept
     daily_calls: int | None = None  # the tenant's daily budget, when known (set by the caller)
     day: float = DAY  # the budget's window (a day, times the time scale)
+    outside_budget: set[str] = field(default_factory=set)  # endpoints the adapter says the daily cap leaves out
+
+    @property
+    def budget_calls(self) -> int:
+        """The calls the tenant's daily budget counts."""
+        return sum(n for endpoint, n in self.calls.items() if endpoint not in self.outside_budget)
 
     @property
     def days(self) -> int:
         """The days of the tenant's daily budget the calls span (1 without a known budget)."""
-        if self.daily_calls is None or self.total_calls <= self.daily_calls:
+        if self.daily_calls is None or self.budget_calls <= self.daily_calls:
             return 1
-        return -(-self.total_calls // self.daily_calls)
+        return -(-self.budget_calls // self.daily_calls)
 
     @property
     def least_seconds(self) -> float:
@@ -81,6 +87,10 @@ class Plan:
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
+
+
+def _calls_in_words(n: int) -> str:
+    return f"{n:,} call" if n == 1 else f"{n:,} calls"
 
 
 def _limits_in_words(adapter: Adapter, endpoint: str) -> str:
@@ -153,6 +163,8 @@ def make_plan(
         plan.calls[endpoint] = calls[endpoint]
         plan.seconds[endpoint] = adapter.endpoints[endpoint].least_seconds_for(calls[endpoint])
         plan.limits[endpoint] = _limits_in_words(adapter, endpoint)
+        if not adapter.endpoints[endpoint].in_daily_budget:
+            plan.outside_budget.add(endpoint)
     for endpoint, (sample_op, target, subjects) in sample_of.items():
         plan.samples[endpoint] = sample_op.build_request(target, subjects)
         plan.sample_sizes[endpoint] = sample_op.max_items
@@ -228,9 +240,14 @@ def describe(plan: Plan, *, source: str, base_url: str, secrets: Sequence[Secret
         out.append(f"  endpoint {endpoint}: at least {calls:,} calls, at least "
                    f"{format_duration(plan.seconds[endpoint])} at {plan.limits[endpoint]}")
     if plan.daily_calls is not None:
-        out.append(f"  daily budget: {plan.daily_calls:,} calls a day for the tenant (all its APIs, every run): "
-                   + (f"these {plan.total_calls:,} calls span {plan.days:,} days" if plan.days > 1 else
-                      f"these {plan.total_calls:,} calls fit in one day, if other runs leave room"))
+        counted = [e for e in plan.calls if e not in plan.outside_budget]
+        scope = "all its APIs" if not plan.outside_budget else "not counting " + ", ".join(sorted(plan.outside_budget))
+        one = plan.budget_calls == 1
+        spent = (("this " if one else "these ") + _calls_in_words(plan.budget_calls)
+                 + ("" if len(counted) < 2 else f" ({' + '.join(counted)})"))
+        out.append(f"  daily budget: {_calls_in_words(plan.daily_calls)} a day for the tenant ({scope}, every run): "
+                   + (f"{spent} span {plan.days:,} days" if plan.days > 1 else
+                      f"{spent} {'fits' if one else 'fit'} in one day, if other runs leave room"))
     least = plan.least_seconds
     out.append(f"  the limits allow it in no less than {format_duration(least)}"
                + (" (it fits in one window)" if least == 0 and plan.total_calls else ""))
