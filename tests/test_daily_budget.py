@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from unenroll.contract.declarations import EndpointSpec
 from unenroll.contract.settings import ConfigError
 from unenroll.limits.budget import BudgetedLimiter, BudgetedPermit
 from unenroll.limits.memory_quota import MemoryQuotaStore
-from unenroll.limits.quota import QuotaKey, QuotaStore, SharedWindowLimiter, WindowRule
+from unenroll.limits.quota import Grant, QuotaKey, QuotaStore, SharedWindowLimiter, WindowRule
 from unenroll.limits.redis_quota import RedisQuotaStore
 from unenroll.limits.sqlite_quota import SqliteQuotaStore
 from unenroll.planning.plan import Plan, describe
@@ -101,12 +101,12 @@ async def test_no_day_holds_more_than_the_budget_whichever_process_and_api_the_c
                 for limiter in limiters:
                     await stack.enter_async_context(limiter)
                 for n in range(per_participant):
-                    limiter = shared["read" if (n + len(name)) % 2 else "write"].make_limiter()
-                    permit = await limiter.acquire()
+                    api = shared["read" if (n + len(name)) % 2 else "write"].make_limiter()
+                    permit = await api.acquire()
                     assert isinstance(permit, BudgetedPermit)
                     await anyio.sleep(jitter.uniform(0.0, 0.02))
                     calls.append((permit.budget.start, clock(), name))
-                    limiter.done(permit)
+                    api.done(permit)
         finally:
             if store is not shared_memory:
                 await store.close()
@@ -149,6 +149,37 @@ async def test_a_spent_budget_is_waited_out_without_taking_endpoint_slots() -> N
         await endpoint.flush()
         usage = await endpoint.usage()
     assert usage.windows == ((1, 0),)  # it peeked while the budget was spent: no endpoint slot taken in vain
+
+
+class SlowAnswers(MemoryQuotaStore):
+    """A memory store whose answers to an acquire come back late (a far Redis): the step is
+    taken at once, so a caller cancelled while it waits for the answer has a place in line."""
+
+    async def try_acquire(self, key: QuotaKey, rules: Sequence[WindowRule], *, participant: str,
+                          call_timeout: float) -> Grant:
+        grant = self.acquire_step(key, rules, participant=participant, call_timeout=call_timeout)
+        await anyio.sleep(0.2)
+        return grant
+
+
+async def test_a_call_cancelled_while_it_asks_the_budget_leaves_no_place_in_line() -> None:
+    store = SlowAnswers(anyio.current_time)
+    budget = SharedWindowLimiter(store, KEY_DAY, [WindowRule(1, 10.0)], 5.0, participant="this-run")
+    spent = store.acquire_step(KEY_DAY, budget.rules, participant="first", call_timeout=5.0)
+    assert spent.call_id is not None
+    endpoint = SharedWindowLimiter(MemoryQuotaStore(anyio.current_time), KEY_EP, [WindowRule(100, 10.0)], 5.0)
+    limiter = BudgetedLimiter(endpoint, budget)
+    budget.peek = room_seen  # type: ignore[method-assign]  # the peek saw room; another run took it since
+    async with budget, endpoint:
+        with anyio.move_on_after(0.1) as asked:
+            await limiter.acquire()
+        assert asked.cancelled_caught  # cancelled while the budget's answer was on its way
+    assert store.usage_step(KEY_DAY, budget.rules, participant="this-run").windows == ((0, 1),)
+    assert not store._state(KEY_DAY).tickets  # its place in line went with it
+
+
+async def room_seen() -> float:
+    return 0.0
 
 
 def test_daily_calls_is_a_setting_of_every_vendors_limits(tmp_path: Path) -> None:

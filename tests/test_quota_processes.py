@@ -73,6 +73,8 @@ def test_ctrl_c_after_a_window_then_resume_at_once_never_overfills_the_window(
     first.proc.send_signal(signal.SIGINT)
     code, _, _ = first.finish()
     assert code == 130
+    # it was waiting for the window when stopped: it withdrew its place in line rather than let it lapse
+    assert tickets_of(tmp_path / "state" / "unenroll" / "quota.db", first.proc.pid) == 0
     code, out, err = Run([*args, "--resume"], env, tmp_path).finish(timeout=120)
     assert code == 0, out + err
     assert "calls per " in out and "are used by another run" in out, out  # the stopped run's calls, said
@@ -119,6 +121,13 @@ def test_four_processes_with_their_own_jobs_share_one_tenants_window(
     assert not any(mock.stats()["state"]["batches"].values())
     # the default store is a file in the user's state folder; with --quota redis:// no file is made
     assert (tmp_path / "state" / "unenroll" / "quota.db").is_file() == (through == "sqlite")
+
+
+def tickets_of(db_path: Path, pid: int) -> int:
+    """How many places in line process ``pid`` holds in the quota file."""
+    with closing(sqlite3.connect(db_path, timeout=30)) as db:
+        count: int = db.execute("SELECT COUNT(*) FROM tickets WHERE participant LIKE ?", (f"%:{pid}:%",)).fetchone()[0]
+    return count
 
 
 def open_calls_of(db_path: Path, pid: int) -> list[tuple[float, float]]:

@@ -60,8 +60,9 @@ class BudgetedLimiter:
                 permit = await self.inner.acquire()
                 try:
                     granted, wait = await self.budget.try_once()
-                except BaseException:
+                except BaseException:  # cancelled while asking: the ask may have left a place in line
                     self.inner.done(permit)
+                    await self.budget.withdraw()
                     raise
                 if granted is not None:
                     return BudgetedPermit(permit, granted)
