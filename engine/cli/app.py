@@ -788,6 +788,21 @@ class _Run:
             fields["backup_sha256"] = state.sha256
         return fields
 
+    def _write_errors_file(self) -> None:
+        """The rows that need attention, as the admin gave them (``accounts/errors_file.py``)."""
+        from unenroll.accounts.errors_file import write_errors_file
+        from unenroll.inputs.files import InputError
+
+        if not self.results.exists():
+            return
+        try:
+            path, rows = write_errors_file(self.input_file, self.results)
+        except (OSError, InputError, ValueError) as exc:  # the results stay complete: only this file is missing
+            click.echo(f"unenroll: the errors file could not be written ({scrub(str(exc))})", err=True)
+            return
+        if rows:
+            click.echo(_errors_file_note(path, rows))
+
     def _write_report(self, record: dict[str, Any]) -> None:
         tmp = self.report_path.with_name(self.report_path.name + ".tmp")
         tmp.write_text(scrub(json.dumps(record, indent=2)) + "\n", encoding="utf-8")
@@ -839,9 +854,15 @@ class _Run:
             click.echo(f"unenroll: {scrub(report.stopped)}; {items:,} items had been sent in {calls:,} calls: each "
                        f"one's outcome is in {self.results}", err=True)
         click.echo(f"results: {self.results} (report: {self.report_path})")
+        self._write_errors_file()
         if code in EXIT_SIGNAL.values() or report.counts.get("not_sent"):
             click.echo(f"to finish the job, run the same command with --resume (journal: {self.journal_path})")
         return code
+
+
+def _errors_file_note(path: Path, rows: int) -> str:
+    return (f"errors: {rows:,} row{'s' if rows != 1 else ''} need{'s' if rows == 1 else ''} attention, with why: "
+            f"{path} (fix them there and run that file as the input)")
 
 
 def _journal_problem(exc: Exception) -> str:

@@ -370,6 +370,28 @@ class InputFile:
         if self._stat() != self._stamp:
             raise InputError(f"{self.path} changed while it was being read")
 
+    @property
+    def header(self) -> list[str]:
+        """The header row's names (CSV, workbook); empty for JSON lines."""
+        return list(self._header)
+
+    def raw_rows(self) -> Iterator[tuple[int, list[str] | str]]:
+        """Every row as it is in the file, numbered as :meth:`items` numbers it: its cells (CSV,
+        workbook) or its line (JSON lines, or a CSV line that cannot be split)."""
+        if self._workbook is not None:
+            for number, cells in self._workbook.rows():
+                if number > self._header_line and any(cell.strip() for cell in cells):
+                    yield number, cells
+            return
+        with self.path.open("rb") as f:
+            for number, line, overlong in _physical_lines(f, self.max_line_bytes):
+                if number <= self._header_line or overlong or not line.strip():
+                    continue
+                if self.format == "jsonl":
+                    yield number, line
+                else:
+                    yield number, _csv_cells(line, self.delimiter or ",")
+
     def _item(self, values: Mapping[str, str], row: int) -> Item:
         target, subject = self.shape.to_item(values)
         return Item(self.shape.operation, target, subject, {"row": row})
