@@ -94,8 +94,7 @@ def _reported(path: Path) -> dict[Key, str]:
         rows = list(csv.DictReader(f))
     reported: dict[Key, str] = {}
     for row in rows:
-        course, batch = row["target"].split("/")
-        reported[((course, batch), row["subject"])] = row["outcome"]
+        reported[((row["course_id"], row["batch_id"]), row["erecno"])] = row["outcome"]
     return reported
 
 

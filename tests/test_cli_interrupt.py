@@ -148,7 +148,10 @@ def test_resume_is_the_same_command_plus_resume_after_a_finished_backup(tmp_path
         assert final["totals"]["runs"] == 2
         assert final["totals"]["calls"] == stopped["sent_this_run"]["calls"] + final["sent_this_run"]["calls"]
         assert final["counts"] == {"unenrolled": 100}
-        assert sorted(r["subject"] for r in read_results(tmp_path / "in.results.csv")) == sorted(erecnos)
+        # the closing summary spans both runs, as the report does
+        assert "(2 runs)" in out and f"backup     {final['backup']} (100 records)" in out, out
+        assert final["next"] == ["nothing: every row reached the wanted state"] and final["errors"] is None
+        assert sorted(r["erecno"] for r in read_results(tmp_path / "in.results.csv")) == sorted(erecnos)
     finally:
         assert mock.stop() == 0
 

@@ -130,11 +130,10 @@ def test_kill_9_at_random_moments_then_resume_accounts_for_every_row_once(tmp_pa
 
         rows = read_results(tmp_path / f"job{jobs - 1}.results.csv")
         lines_in_input = len(source.read_text().splitlines()) - 1
-        assert sorted(r["index"] for r in rows) == list(range(lines_in_input))  # every row once
-        assert [r["meta"]["row"] for r in sorted(rows, key=lambda r: r["index"])] == list(range(2, lines_in_input + 2))
+        assert [r["row"] for r in rows] == list(range(2, lines_in_input + 2))  # every row once, in input order
         final = by_row(rows)
         for index, (outcome, code_, attempts, _) in confirmed.items():
-            row = next(r for r in rows if r["index"] == index)
+            row = rows[index]  # one item per row: item i is the i-th row
             # confirmed before a kill: replayed, never sent again (a second send would read not_enrolled)
             assert (row["outcome"], row["code"] or None, row["attempts"]) == (outcome, code_, attempts)
         outcomes = [final[n]["outcome"] for n in sorted(final)]
@@ -181,7 +180,7 @@ def test_a_second_process_on_one_journal_is_refused_and_sigterm_stops_cleanly(tm
         assert resumed.returncode == 1, resumed.stderr[-3000:]  # done; its one malformed row makes it 1
         assert "were confirmed by the earlier run and not sent again" in resumed.stdout
         final = read_results(tmp_path / "in.results.csv")
-        assert sorted(r["index"] for r in final) == list(range(102))
+        assert [r["row"] for r in final] == list(range(2, 104))
         assert sorted(r["outcome"] for r in final).count("unenrolled") == 100
 
         # a journal is one job's: the same file against another vendor instance is refused

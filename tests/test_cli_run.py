@@ -119,19 +119,20 @@ def run_cli(args: list[str], env: Mapping[str, str], cwd: Path, timeout: float =
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """The results file's rows, ``meta`` decoded, in file order."""
+    """The results file's rows in file order: the input's own columns, then ``outcome``,
+    ``code``, ``message``, ``attempts`` and ``row`` (the last two as numbers)."""
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
     for row in rows:
-        row["meta"] = json.loads(row["meta"]) if row["meta"] else None
-        row["index"] = int(row["index"])
         row["attempts"] = int(row["attempts"])
+        row["row"] = int(row["row"]) if row["row"] != "" else None
     return rows
 
 
 def by_row(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    return {r["meta"]["row"]: r for r in rows}
+    return {r["row"]: r for r in rows}
 
 
 @pytest.fixture
@@ -176,10 +177,11 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     result = run_cli(["run", "zoho", str(source)], zoho_env(zoho_mock.url), tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]  # rejected rows: a script must notice
     assert "Traceback" not in result.stderr
+    assert "could not be written" not in result.stderr, result.stderr
 
     rows = read_results(tmp_path / "learners.results.csv")
-    assert sorted(r["index"] for r in rows) == list(range(14))
     got = by_row(rows)
+    assert [r["row"] for r in rows] == sorted(got)  # in input order
     assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]
     outcomes = {row: (r["outcome"], r["message"]) for row, r in got.items()}
     assert outcomes[2][0] == outcomes[3][0] == outcomes[10][0] == outcomes[16][0] == "unenrolled"
@@ -193,7 +195,12 @@ def test_a_messy_csv_gets_one_result_per_row_and_loses_nothing(tmp_path: Path, z
     assert outcomes[11] == ("rejected", "row 11: the line is longer than 65536 bytes")
     assert outcomes[12] == ("rejected", "row 12: no value in column 'erecno'")
     assert outcomes[13][0] == "not_enrolled"
-    assert got[2]["attempts"] == 1 and got[2]["code"] == "200" and got[2]["target"] == f"{COURSE}/{BATCH_1}"
+    assert got[2]["attempts"] == 1 and got[2]["code"] == "200"
+    # the admin's own columns first, as given (a byte that was not UTF-8 shown as U+FFFD), then the outcome
+    header = (tmp_path / "learners.results.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == "course_id,batch_id,erecno,name,outcome,code,message,attempts,row"
+    assert (got[2]["course_id"], got[2]["batch_id"], got[2]["erecno"], got[2]["name"]) == (COURSE, BATCH_1, e[0], "Ann")
+    assert got[10]["name"] == "Quoted, with a comma" and got[8]["erecno"] == e[2] + "\ufffd"
 
     stats = zoho_mock.stats()
     assert e[0] not in enrolled(stats, BATCH_1) and e[1] not in enrolled(stats, BATCH_1)
@@ -521,7 +528,7 @@ def test_rerunning_a_finished_smarteru_job_ends_what_the_backup_read_shows_done_
         again = run_cli(["run", "smarteru", str(source), "--backup", "b2.jsonl", "--results", "again.csv"], env,
                         tmp_path)
         assert again.returncode == 1, again.stderr[-2000:]
-        rows = {r["subject"]: r for r in read_results(tmp_path / "again.csv")}
+        rows = {r["AccountUserLearningModuleRelID"]: r for r in read_results(tmp_path / "again.csv")}
         assert {rows[i]["outcome"] for i in ids} == {"not_enrolled"}  # the read shows them unenrolled
         assert "ULM:02" in rows[ids[0]]["message"]  # the vendor's refusal is quoted
         assert (rows["9999999"]["outcome"], rows["9999999"]["code"]) == ("failed", "ULM:02")  # the read cannot tell
@@ -571,6 +578,24 @@ def test_results_cells_a_spreadsheet_would_run_are_text_and_an_unknown_results_f
     assert done.returncode == 1, done.stderr
     row = (tmp_path / "in.results.csv").read_text().splitlines()[1]
     assert ",'=1+2," in row and ",=1+2," not in row  # the rejected id is shown, never run
-    done = run_cli(["run", "zoho", str(source), "--results", str(tmp_path / "out.xlsx")], zoho_env(zoho_mock.url),
+    done = run_cli(["run", "zoho", str(source), "--results", str(tmp_path / "out.txt")], zoho_env(zoho_mock.url),
                    tmp_path)
-    assert done.returncode == 2 and ".csv or .jsonl" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and ".csv, .jsonl or .xlsx" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_results_as_a_workbook_hold_the_rows_in_input_order_with_cells_as_text(
+        tmp_path: Path, zoho_mock: MockProcess) -> None:
+    from openpyxl import load_workbook
+
+    source = tmp_path / "in.csv"
+    source.write_text(f"Name,course_id,batch_id,erecno\n=cmd|' /C calc'!A0,{COURSE},{BATCH_1},7000000000002\n"
+                      f"Ann,{COURSE},{BATCH_1},7000000000001\nBob,{COURSE},{BATCH_1},12a\n")
+    done = run_cli(["run", "zoho", str(source), "--results", "out.xlsx"], zoho_env(zoho_mock.url), tmp_path)
+    assert done.returncode == 1, done.stderr
+    book = load_workbook(tmp_path / "out.xlsx", read_only=True)
+    rows = [list(r) for r in book.active.iter_rows(values_only=True)]
+    assert rows[0] == ["Name", "course_id", "batch_id", "erecno", "outcome", "code", "message", "attempts", "row"]
+    assert [r[0] for r in rows[1:]] == ["'=cmd|' /C calc'!A0", "Ann", "Bob"]  # text, never a formula
+    assert [(r[4], r[8]) for r in rows[1:]] == [("unenrolled", 2), ("unenrolled", 3), ("rejected", 4)]
+    errors = (tmp_path / "out.errors.csv").read_text().splitlines()
+    assert len(errors) == 2 and errors[1].startswith("Bob,") and ",rejected," in errors[1]

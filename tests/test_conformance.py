@@ -314,7 +314,7 @@ def test_the_command_line_serves_and_runs_a_vendor_it_was_never_told_of(tmp_path
                               cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr  # 1: a row was rejected
         results = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-        assert [(r["subject"], r["outcome"]) for r in sorted(results, key=lambda r: r["index"])] == [
+        assert [(r["user_id"], r["outcome"]) for r in results] == [  # in input order, the input's own columns
             (user_id(0, 0), "unenrolled"), (user_id(0, 1), "unenrolled"), (user_id(1, 3), "unenrolled"),
             (user_id(1, 9), "not_enrolled"), ("not-a-number", "rejected")]
         with urllib.request.urlopen(url + "/__mock__/stats", timeout=10) as answer:

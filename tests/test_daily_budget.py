@@ -260,7 +260,7 @@ def test_a_run_over_its_daily_budget_waits_a_day(tmp_path: Path) -> None:
         assert code == 0, out + err
         assert "daily budget: 5 calls a day" in out and "span 2 days" in out, out
         rows = read_results(source.with_name("in.results.csv"))
-        assert sorted(r["subject"] for r in rows) == sorted(learners)
+        assert sorted(r["erecno"] for r in rows) == sorted(learners)
         assert {r["outcome"] for r in rows} == {"unenrolled"}
         assert mock.stats(state=False)["endpoints"]["unenroll"]["calls"] == 8
     finally:

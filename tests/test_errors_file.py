@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 from tests.test_cli_run import MockProcess, read_results, run_cli, zoho_env
-from unenroll.accounts.errors_file import EXTRA_COLUMNS
+from unenroll.accounts.row_files import ERRORS_COLUMNS as EXTRA_COLUMNS
 
 
 def test_the_errors_file_holds_the_rows_to_fix_and_runs_as_an_input_once_fixed(tmp_path: Path) -> None:
@@ -26,7 +26,8 @@ def test_the_errors_file_holds_the_rows_to_fix_and_runs_as_an_input_once_fixed(t
         done = run_cli(["run", "zoho", str(source), "--yes"], env, tmp_path)
         assert done.returncode == 1, done.stdout + done.stderr
         errors = tmp_path / "export.results.errors.csv"
-        assert f"errors: 3 rows need attention, with why: {errors}" in done.stdout, done.stdout
+        assert f"errors     {errors} (3 rows to fix or resend)" in done.stdout, done.stdout
+        assert f"fix them in {errors} and run that file as the input" in done.stdout, done.stdout
         with errors.open(encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
         assert rows[0] == ["Name", "Email", "Course ID", "Batch ID", "Employee ID", *EXTRA_COLUMNS]

@@ -1,6 +1,7 @@
 """A durable journal of a job, so a run killed at any moment can be resumed.
 
-One SQLite row per input item (by its 0-based index in the input): ``sending`` is set
+One SQLite row per input item (by its 0-based index in the input, with the input row it
+came from, so the results file can be written in input order): ``sending`` is set
 before each call that carries it (committed before the call leaves), and its outcome is
 written when it ends (buffered, committed with the next call's marks or at most every
 ``flush_seconds``). So the journal costs about one small transaction per call, not per
@@ -36,7 +37,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,17 @@ class Recalled:
 
 
 @dataclass(frozen=True, slots=True)
+class RowOutcome:
+    """One item's recorded outcome and the input row it came from (``None``: not known)."""
+
+    row: int | None
+    outcome: str
+    code: str
+    message: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class BackupState:
     """A journaled backup: ``offset`` bytes of ``<path>.partial`` hold finished pages (all
     of the file once ``complete``); ``calls`` counts the read calls of every run."""
@@ -99,7 +111,7 @@ class Journal:
         self._flush_seconds = flush_seconds
         self._flush_rows = flush_rows
         self._sending: list[tuple[int]] = []
-        self._ended: list[tuple[int, str, str | None, str | None, int]] = []
+        self._ended: list[tuple[int, str, str | None, str | None, int, int | None]] = []
         self._last_flush = time.monotonic()
         self._window: dict[int, Recalled] = {}
         self._window_end = 0  # indices below this have been fetched into _window
@@ -149,6 +161,7 @@ class Journal:
         try:
             if existed:
                 cls._check(conn, path, fingerprint)
+                cls._add_rows(conn)
             else:
                 conn.executescript(
                     """
@@ -156,7 +169,9 @@ class Journal:
                     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                     CREATE TABLE items (
                         idx INTEGER PRIMARY KEY, sending INTEGER NOT NULL DEFAULT 0,
-                        outcome TEXT, code TEXT, message TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+                        outcome TEXT, code TEXT, message TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+                        row INTEGER);
+                    CREATE INDEX items_by_row ON items (row);
                     COMMIT;
                     """
                 )
@@ -180,6 +195,15 @@ class Journal:
             raise JournalError(
                 f"journal {path} belongs to another job (different input, vendor, operation or options)"
             )
+
+    @staticmethod
+    def _add_rows(conn: sqlite3.Connection) -> None:
+        """A journal begun before items kept their input row gets the column (its earlier
+        items have none: the results file lists them after the rows, see :meth:`outcomes_by_row`)."""
+        columns = {name for _, name, *_ in conn.execute("PRAGMA table_info(items)")}
+        if "row" not in columns:
+            conn.executescript("BEGIN; ALTER TABLE items ADD COLUMN row INTEGER; "
+                               "CREATE INDEX items_by_row ON items (row); COMMIT;")
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -234,7 +258,9 @@ class Journal:
         """A ledger sink: record an item's outcome."""
         if outcome.index == self._skip_index:
             return  # replayed from this journal: already on disk
-        self._ended.append((outcome.index, outcome.outcome.value, outcome.code, outcome.message, outcome.attempts))
+        row = outcome.item.meta.get("row") if outcome.item.meta else None
+        self._ended.append((outcome.index, outcome.outcome.value, outcome.code, outcome.message, outcome.attempts,
+                            row if isinstance(row, int) else None))
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -256,15 +282,28 @@ class Journal:
                     self._sending,
                 )
                 self._conn.executemany(
-                    "INSERT INTO items (idx, outcome, code, message, attempts) VALUES (?, ?, ?, ?, ?) "
+                    "INSERT INTO items (idx, outcome, code, message, attempts, row) VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(idx) DO UPDATE SET outcome = excluded.outcome, code = excluded.code, "
-                    "message = excluded.message, attempts = excluded.attempts",
+                    "message = excluded.message, attempts = excluded.attempts, row = excluded.row",
                     self._ended,
                 )
             self._sending.clear()
             self._ended.clear()
             self._calls_pending = 0
         self._last_flush = time.monotonic()
+
+    # -- the account, in input order -------------------------------------------------------
+
+    def outcomes_by_row(self) -> Iterator[RowOutcome]:
+        """Every recorded outcome, by input row (items without a row last, by index): streamed
+        from disk, so memory stays flat whatever the job's size. Flushes first."""
+        self.flush()
+        cursor = self._conn.execute(
+            "SELECT row, outcome, code, message, attempts FROM items WHERE outcome IS NOT NULL "
+            "ORDER BY row IS NULL, row, idx")
+        while batch := cursor.fetchmany(2000):
+            for row, outcome, code, message, attempts in batch:
+                yield RowOutcome(row, outcome, code or "", message or "", attempts)
 
     # -- what spans runs ------------------------------------------------------------------
 

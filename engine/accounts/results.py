@@ -1,4 +1,7 @@
-"""Results files: one line or row per input item, written as outcomes happen."""
+"""Results as outcomes happen (the library's sink), and what makes a cell spreadsheet-safe.
+
+The command line writes its results file in input order at the end instead, from the
+journal (``row_files.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import IO, Any
 from unenroll.model import ItemOutcome
 
 CSV_COLUMNS = ("index", "operation", "target", "subject", "outcome", "code", "message", "attempts", "meta")
-RESULTS_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+RESULTS_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 # a cell starting with one of these is a formula to a spreadsheet (CSV injection)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -24,12 +27,13 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
-def results_format(path: Path, fmt: str | None = None) -> str:
-    """``csv`` or ``jsonl``: ``fmt`` if given, else from the suffix; ``ValueError`` naming the
-    formats for anything else (an ``.xlsx`` name must not quietly get JSON lines)."""
+def results_format(path: Path, fmt: str | None = None, formats: tuple[str, ...] = ("csv", "jsonl", "xlsx")) -> str:
+    """One of ``formats``: ``fmt`` if given, else from the suffix; ``ValueError`` naming the
+    formats for anything else (no name may quietly get another format)."""
     chosen = fmt or RESULTS_SUFFIXES.get(path.suffix.lower())
-    if chosen not in ("csv", "jsonl"):
-        raise ValueError(f"results file {path.name}: the results are written as .csv or .jsonl "
+    if chosen not in formats:
+        listed = ", ".join(f".{f}" for f in formats[:-1]) + f" or .{formats[-1]}"
+        raise ValueError(f"results file {path.name}: the results are written as {listed} "
                          f"(not {fmt or path.suffix or 'a name without a suffix'})")
     return chosen
 
@@ -43,7 +47,7 @@ class ResultsWriter:
 
     def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path)
-        self.fmt = results_format(self.path, fmt)
+        self.fmt = results_format(self.path, fmt, formats=("csv", "jsonl"))
         self._file: IO[str] | None = None
         self._csv: Any = None
         self.written = 0

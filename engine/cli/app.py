@@ -36,6 +36,7 @@ from unenroll.observe.secrets import Secret, scrub
 if TYPE_CHECKING:  # imported where used, so `unenroll --help` stays quick
     from unenroll.accounts.journal import BackupState, Journal
     from unenroll.accounts.ledger import Report
+    from unenroll.accounts.row_files import RowFiles
     from unenroll.contract.plugin import VendorPlugin
     from unenroll.contract.settings import Credentials, RunSettings
     from unenroll.inputs.files import InputFile
@@ -692,7 +693,6 @@ class _Run:
     # -- the job -------------------------------------------------------------------------
 
     async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
-        from unenroll.accounts.results import ResultsWriter
         from unenroll.job.pipeline import Job
         from unenroll.limits.learned import LearnedWindowLimiter
         from unenroll.observe.progress import LogProgress, Progress, QuotaWatch, TerminalBar, observe
@@ -712,22 +712,23 @@ class _Run:
                               stream=cast(TextIO, renderer.log_stream()))
         else:
             renderer = LogProgress(progress, self.log)
-        with ResultsWriter(self.results) as writer:
-            job = self.job = Job(adapter, self.input_file.items(), settings=self.settings.job,
-                                 sinks=[writer, progress], limiters=dict(limiters), journal=journal)
-            progress.report = job.report
-            click.echo(f"sending: {plan.to_send:,} items to {self.entry.title} (results: {self.results}, journal: "
-                       f"{self.journal_path})")
-            sys.stdout.flush()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(renderer.run)
-                if self.quota_limiters:
-                    tg.start_soon(QuotaWatch(progress, self.quota_limiters).run)
-                try:
-                    report = await job.run()
-                finally:
-                    tg.cancel_scope.cancel()
-                    await self._remember_learned(limiters)
+        # each outcome goes to the journal as it happens; the results file is written from it
+        # at the end, in input order (``_write_row_files``)
+        job = self.job = Job(adapter, self.input_file.items(), settings=self.settings.job,
+                             sinks=[progress], limiters=dict(limiters), journal=journal)
+        progress.report = job.report
+        click.echo(f"sending: {plan.to_send:,} items to {self.entry.title} (journal: {self.journal_path}; the "
+                   f"results file is written when the run ends: {self.results})")
+        sys.stdout.flush()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(renderer.run)
+            if self.quota_limiters:
+                tg.start_soon(QuotaWatch(progress, self.quota_limiters).run)
+            try:
+                report = await job.run()
+            finally:
+                tg.cancel_scope.cancel()
+                await self._remember_learned(limiters)
         return report
 
     # -- the end -------------------------------------------------------------------------
@@ -778,7 +779,8 @@ class _Run:
         journal.record_run({"started_at": self.started_at.isoformat(), "resumed": self.o.resume,
                             "finished_at": fields["finished_at"], "exit_code": code, "calls": calls,
                             "items_sent": items}, replace_last=True)
-        fields["started_at"] = journal.started_at or fields["started_at"]
+        runs = journal.runs()
+        fields["started_at"] = str(runs[0].get("started_at") or journal.started_at) if runs else fields["started_at"]
         fields["totals"] = {"runs": len(journal.runs()), "calls": journal.calls_total,
                             "backup_calls": state.calls if state is not None else 0}
         if state is not None:
@@ -788,20 +790,21 @@ class _Run:
             fields["backup_sha256"] = state.sha256
         return fields
 
-    def _write_errors_file(self) -> None:
-        """The rows that need attention, as the admin gave them (``accounts/errors_file.py``)."""
-        from unenroll.accounts.errors_file import write_errors_file
+    def _write_row_files(self) -> RowFiles | None:
+        """The results and errors files, in input order, from the journal (``accounts/row_files.py``);
+        ``None`` (said on stderr) if they cannot be written: the journal keeps every outcome."""
+        from unenroll.accounts.row_files import write_row_files
         from unenroll.inputs.files import InputError
 
-        if not self.results.exists():
-            return
+        if self.journal is None or self.journal_forgotten:
+            return None
         try:
-            path, rows = write_errors_file(self.input_file, self.results)
-        except (OSError, InputError, ValueError) as exc:  # the results stay complete: only this file is missing
-            click.echo(f"unenroll: the errors file could not be written ({scrub(str(exc))})", err=True)
-            return
-        if rows:
-            click.echo(_errors_file_note(path, rows))
+            return write_row_files(self.input_file, self.journal.outcomes_by_row(), self.results)
+        except (OSError, InputError, ValueError) as exc:
+            click.echo(f"unenroll: the results file could not be written ({scrub(str(exc))}); the journal "
+                       f"{self.journal_path} keeps every outcome: run the same command with --resume to write it",
+                       err=True)
+            return None
 
     def _write_report(self, record: dict[str, Any]) -> None:
         tmp = self.report_path.with_name(self.report_path.name + ".tmp")
@@ -831,7 +834,11 @@ class _Run:
         return code
 
     def _finish(self, report: Report, input_sha256: str, fingerprint: str) -> int:
+        from unenroll.cli.closing import Closing, Problem, next_steps
+        from unenroll.cli.quota import tenant_of
+
         code = self._exit_code(report)
+        files = self._write_row_files()
         record = {
             **report.as_dict(),
             "operation": self.operation_name,
@@ -840,9 +847,21 @@ class _Run:
             "journal": str(self.journal_path),
             "job_fingerprint": fingerprint,
             "resumed": self.o.resume,
+            "results": str(self.results) if files is not None else None,
+            "errors": str(files.errors) if files is not None and files.errors_rows else None,
+            "errors_rows": files.errors_rows if files is not None else None,
+            "rows": dict(files.counts) if files is not None else None,
             **self._across_runs(code),
             "exit_code": code,
         }
+        counts = dict(files.counts) if files is not None else dict(report.counts)
+        problems = sorted((Problem(outcome, c, n, message) for (outcome, c), (n, message)
+                           in (files.problems.items() if files is not None else [])), key=lambda p: -p.rows)
+        rows = sum(counts.values())
+        errors = record["errors"]
+        steps = next_steps(counts, problems, rows=rows, errors=errors, stopped=report.stopped,
+                           interrupted=code in EXIT_SIGNAL.values())
+        record["next"] = steps
         self._write_report(record)
         click.echo(report.summary())
         items, calls = self._sent_this_run()
@@ -853,16 +872,18 @@ class _Run:
         if report.stopped and report.stopped.startswith("the input failed") and calls:
             click.echo(f"unenroll: {scrub(report.stopped)}; {items:,} items had been sent in {calls:,} calls: each "
                        f"one's outcome is in {self.results}", err=True)
-        click.echo(f"results: {self.results} (report: {self.report_path})")
-        self._write_errors_file()
-        if code in EXIT_SIGNAL.values() or report.counts.get("not_sent"):
-            click.echo(f"to finish the job, run the same command with --resume (journal: {self.journal_path})")
+        base_url = self.settings.connection.base_url or self.entry.default_base_url or ""
+        closing = Closing(
+            input=str(self.o.input_path), input_sha256=input_sha256, vendor=self.entry.title,
+            tenant=tenant_of(base_url), operation=self.operation_name, started_at=record["started_at"],
+            finished_at=record["finished_at"], runs=record["totals"]["runs"],
+            calls=record["totals"]["calls"] + record["totals"]["backup_calls"], rows=rows, counts=counts,
+            results=str(self.results) if files is not None else f"not written (the journal {self.journal_path} "
+                                                                 "has every outcome)",
+            report=str(self.report_path), errors=errors, errors_rows=files.errors_rows if files is not None else 0,
+            backup=record.get("backup"), backup_records=record.get("backup_records"), next=steps)
+        click.echo(scrub("\n".join(closing.lines())))
         return code
-
-
-def _errors_file_note(path: Path, rows: int) -> str:
-    return (f"errors: {rows:,} row{'s' if rows != 1 else ''} need{'s' if rows == 1 else ''} attention, with why: "
-            f"{path} (fix them there and run that file as the input)")
 
 
 def _journal_problem(exc: Exception) -> str:
