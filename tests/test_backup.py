@@ -97,7 +97,8 @@ def test_zoho_keeps_the_targeted_learners_of_a_page_and_a_full_page_means_more()
 
 def test_zoho_an_unknown_batch_enrols_nobody() -> None:
     answer = json_answer(404, {"code": "404", "message": "Course or batch not found"})
-    assert zoho.read_learners_page("erecno", ZOHO_TARGET, ["7"], answer) == ReadPage({}, more=False)
+    page = zoho.read_learners_page("erecno", ZOHO_TARGET, ["7"], answer)
+    assert page == ReadPage({}, more=False, listed=0)  # a batch that holds no one
 
 
 @pytest.mark.parametrize(("status", "body", "verdict"), [

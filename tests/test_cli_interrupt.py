@@ -91,7 +91,7 @@ def test_a_kill_9_during_the_backup_then_resume_finishes_the_backup_before_any_c
         tmp_path: Path, slow_zoho: MockProcess) -> None:
     source, erecnos = learners_file(tmp_path, slow_zoho)
     env = zoho_env(slow_zoho.url)
-    args = ["zoho", str(source), "--yes", "--backup", "before.jsonl"]
+    args = ["zoho", str(source), "--yes", "--backup", "before.jsonl", "--change-threshold", "100"]  # every learner
     first = Run(args, env, tmp_path)
     wait_until(lambda: calls(slow_zoho, "read_learners") >= 12, what="12 reads")
     first.proc.kill()
@@ -103,7 +103,7 @@ def test_a_kill_9_during_the_backup_then_resume_finishes_the_backup_before_any_c
     assert kept and not (tmp_path / "before.jsonl").exists()  # the pages read so far are on disk
 
     # the same command, plus --resume, and even without --backup: the journal knows the backup is unfinished
-    resumed = Run(["zoho", str(source), "--yes", "--resume"], env, tmp_path)
+    resumed = Run(["zoho", str(source), "--yes", "--resume", "--change-threshold", "100"], env, tmp_path)
     code, out, _ = resumed.finish()
     assert code == 0, out[-3000:]
     assert "goes on where it stopped" in out
@@ -126,7 +126,8 @@ def test_resume_is_the_same_command_plus_resume_after_a_finished_backup(tmp_path
     try:
         source, erecnos = learners_file(tmp_path, mock)
         env = zoho_env(mock.url)
-        settings = settings_file(tmp_path, "[zoho.limits]\nmax_ids_per_call = 5\nmax_in_flight = 1\n")
+        settings = settings_file(tmp_path, "change_threshold = 100\n[zoho.limits]\nmax_ids_per_call = 5\n"
+                                           "max_in_flight = 1\n")  # every learner of the batch: meant
         args = ["zoho", str(source), "--yes", "--backup", "before.jsonl", "--settings", str(settings)]
         first = Run(args, env, tmp_path)
         assert first.out.wait_for(lambda line: line.startswith("sending:"), timeout=60) is not None

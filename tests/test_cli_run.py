@@ -318,7 +318,7 @@ def test_no_credential_appears_in_any_output_log_or_file(tmp_path: Path) -> None
         credentials.chmod(0o600)
         from_file = {k: v for k, v in env.items() if k != "UNENROLL_ZOHO_CLIENT_SECRET"}
         result = run_cli(["run", "zoho", str(source), "-v", "--json-logs", "--backup", "backup.jsonl",
-                          "--credentials-file", str(credentials)], from_file, tmp_path)
+                          "--change-threshold", "100", "--credentials-file", str(credentials)], from_file, tmp_path)
         assert result.returncode == 1, result.stderr[-2000:]  # the row "nope" is rejected
         assert "warning" not in result.stderr  # the file is private
         assert "backup reads: at least 1 calls on zoho read_learners" in result.stdout  # the cost, shown first

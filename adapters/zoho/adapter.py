@@ -341,7 +341,7 @@ def read_learners_page(
     if (not_zoho := _not_zoho_404(response, body)) is not None:
         return not_zoho
     if response.status == 404 and _code_and_message(body)[0] != LOCK_CODE:
-        return ReadPage({}, more=False)
+        return ReadPage({}, more=False, listed=0)
     if (common := read_common(response, body)) is not None:
         return common
     learners = _success_list(body, "learners")
@@ -351,7 +351,7 @@ def read_learners_page(
     if isinstance(listed, str):
         return _unreadable(listed)
     records = {subject: listed[subject] for subject in subjects if subject in listed}
-    return ReadPage(records, more=len(learners) >= READ_PAGE_SIZE)
+    return ReadPage(records, more=len(learners) >= READ_PAGE_SIZE, listed=len(learners))
 
 
 def plan_read_learners(target: tuple[str, ...], n_items: int) -> int:

@@ -361,8 +361,17 @@ class Journal:
             self._conn.execute("CREATE TABLE IF NOT EXISTS backup_pages (read TEXT PRIMARY KEY, next INTEGER NOT NULL)")
             self._conn.execute("DELETE FROM backup_pages")
             self._conn.execute(f"DELETE FROM meta WHERE key IN ({','.join('?' * len(_BACKUP_KEYS))})", _BACKUP_KEYS)
+            self._conn.execute("DELETE FROM meta WHERE key >= 'backup.listed.' AND key < 'backup.listed.\uffff'")
             self._set_meta({"backup.path": path, "backup.offset": 0, "backup.calls": 0})
         self._backup_pending = True
+
+    def backup_listed(self) -> dict[str, tuple[int, bool]]:
+        """Whole-target reads: the enrolments each listed and whether it reached the end."""
+        listed: dict[str, tuple[int, bool]] = {}
+        for key, value in self._meta("backup.listed.").items():
+            count, _, ended = value.partition(",")
+            listed[key.removeprefix("backup.listed.")] = (int(count), ended == "1")
+        return listed
 
     def backup_pages(self) -> dict[str, int]:
         """Whole-target reads: the next page to read, by read key."""
@@ -371,12 +380,17 @@ class Journal:
         except sqlite3.OperationalError:  # a journal that never began a backup
             return {}
 
-    def backup_progress(self, offset: int, calls: int, page: tuple[str, int] | None = None) -> None:
+    def backup_progress(self, offset: int, calls: int, page: tuple[str, int] | None = None,
+                        listed: tuple[int, bool] | None = None) -> None:
         """Durably: ``offset`` bytes of the partial file hold finished pages; ``page`` is a
-        whole-target read's key and its next page. Call after the file was flushed."""
+        whole-target read's key and its next page, ``listed`` what that read has listed so far
+        and whether it reached the end. Call after the file was flushed."""
         with self._conn:
             self._conn.execute("BEGIN")
-            self._set_meta({"backup.offset": offset, "backup.calls": calls})
+            values: dict[str, object] = {"backup.offset": offset, "backup.calls": calls}
+            if page is not None and listed is not None:
+                values[f"backup.listed.{page[0]}"] = f"{listed[0]},{int(listed[1])}"
+            self._set_meta(values)
             if page is not None:
                 self._conn.execute("INSERT INTO backup_pages VALUES (?, ?) ON CONFLICT(read) DO UPDATE SET "
                                    "next = excluded.next", page)

@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
@@ -108,17 +108,26 @@ they are shown in the plan and recorded in the report:
 {destructive}
 
 Settings (base_url, accounts_url, time_scale, allow_insecure_http, timeout, confirm_above,
-[job] retries, [<vendor>.limits]) come from --settings (TOML) and UNENROLL_<KEY>
-environment variables, which win (UNENROLL_BASE_URL, UNENROLL_<VENDOR>_BASE_URL, ...).
+change_threshold, [job] max_attempts and the other retry and breaker keys,
+[<vendor>.limits]) come from --settings (TOML) and UNENROLL_<KEY> environment variables,
+which win (UNENROLL_BASE_URL, UNENROLL_<VENDOR>_BASE_URL, ...).
 
-Every row gets one line in the results file (default: next to FILE): its outcome, the
-vendor's code and message, the attempts, and its row number. A journal next to the
-results file records progress as it happens: if the run is stopped (Ctrl-C) or killed,
-run the same command with --resume; items already confirmed are never sent again. With
+Every row gets one line in the results file (default: next to FILE; .csv, .jsonl or
+.xlsx): its own cells, then its outcome, the vendor's code and message, the attempts and
+its row number. A journal next to the results file records progress as it happens: if
+the run is stopped (Ctrl-C) or killed, run the same command with --resume; items already
+confirmed are never sent again. With
 --backup, nothing is changed before the backup is complete: a resumed run first finishes
 the backup where it stopped (--backup may then be left out), and keeps a finished one.
 A second Ctrl-C abandons the calls in flight (their items are sent again on --resume).
 Above confirm_above items (1,000) the run asks before it starts; scripts pass --yes.
+Where the backup's read counts what a target holds, a job that would remove more than
+change_threshold (50%) of it is refused, --yes or not: raise it with --change-threshold.
+
+Every run ends with a summary for the ticket (input and its hash, vendor, tenant, times
+across runs, outcomes, files) and what to do next. The results file lists every row in
+input order, its own columns first; beside it, *.errors.csv holds only the rows that need
+attention, ready to fix and run as the input.
 
 \b
 Exit codes:
@@ -178,6 +187,7 @@ class RunOptions:
     verbose: bool
     quota: str | None = None
     delimiter: str | None = None
+    change_threshold: float | None = None
 
 
 @main.command("run", cls=_RunCommand, short_help="Unenroll every row of a CSV or JSONL file.")
@@ -200,6 +210,9 @@ class RunOptions:
 @click.option("--backup", type=click.Path(dir_okay=False, path_type=Path),
               help="Before changing anything, read the targeted enrolments and write them here (JSONL).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation above confirm_above items.")
+@click.option("--change-threshold", type=click.FloatRange(0, 100, min_open=True), metavar="PERCENT",
+              help="The most this job may remove of what one target holds, where the backup's read counts it "
+                   "[default: change_threshold, 50]; --yes does not switch it off.")
 @click.option("--settings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Settings file (TOML).")
 @click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -216,9 +229,10 @@ def run_command(vendor: str, input_path: Path, operation: str | None, columns: t
                 input_format: str | None, results: Path | None, journal: Path | None, resume: bool, dry_run: bool,
                 backup: Path | None, yes: bool, settings: Path | None, credentials_file: Path | None,
                 destructive: tuple[str, ...], json_logs: bool, verbose: bool, quota: str | None,
-                delimiter: str | None) -> None:
+                delimiter: str | None, change_threshold: float | None) -> None:
     options = RunOptions(vendor, input_path, operation, columns, input_format, results, journal, resume, dry_run,
-                         backup, yes, settings, credentials_file, destructive, json_logs, verbose, quota, delimiter)
+                         backup, yes, settings, credentials_file, destructive, json_logs, verbose, quota, delimiter,
+                         change_threshold)
     raise SystemExit(execute_run(options))
 
 
@@ -274,6 +288,8 @@ def execute_run(o: RunOptions) -> int:
                                delimiter=o.delimiter)
     except (ConfigError, InputError) as exc:
         _fail(str(exc))
+    if o.change_threshold is not None:  # raised (or lowered) explicitly for this run
+        settings = replace(settings, change_threshold=o.change_threshold)
     for warning in credentials.warnings:
         click.echo(f"unenroll: warning: {warning}", err=True)
     results = o.results or default_results_path(o.input_path, input_file.format)
@@ -357,6 +373,7 @@ class _Run:
         self.quota_store: Any = None  # the shared quota's store (QuotaStore), once open: learned limits live there
         self.learned: dict[str, Any] = {}  # endpoint -> the WindowEstimate recalled for it
         self.learned_now: dict[str, str] = {}  # endpoint -> the limit it ran at, in words (for the report)
+        self.threshold_counts: dict[str, int] = {}  # whole-target read -> what it must list (change threshold)
 
     def _secrets(self) -> list[Secret]:
         return list(self.credentials.values.values())
@@ -478,6 +495,7 @@ class _Run:
                                            for column, header in self.input_file.column_mapping.items()))
         for notice in self.input_file.notices:  # known once the file was read for the plan
             click.echo(f"note: {notice}")
+        click.echo(self._threshold_line(vendor_adapter, backup_path))
         if backup_state is not None and backup_state.complete:
             click.echo(f"backup: completed by an earlier run ({backup_state.records:,} records in {backup_path})")
         elif to_back_up:
@@ -518,12 +536,17 @@ class _Run:
         backup_failure: str | None = None
         with anyio.CancelScope() as self.work:
             if to_back_up and self.backup_path is not None:
+                from unenroll.planning.threshold import enough_to_judge
+
                 self.stage = "backup"
+                self.threshold_counts = enough_to_judge(plan.per_target, self.settings.change_threshold)
                 backup_failure = await self._backup(vendor_adapter, plan.items or [], self.backup_path, journal)
             if backup_failure is None:
                 state = journal.backup_state()
                 if self.backup_path is not None and (state is None or not state.complete):
                     backup_failure = "the backup is not complete: nothing may be changed before it is"
+                elif (refusal := self._over_threshold(plan, journal)) is not None:
+                    return self._finish_before_job(refusal, input_sha256, fingerprint, refused=True)
                 else:
                     self.stage = "job"
                     report = await self._job(self._reconciled(vendor_adapter, adapter), plan, journal)
@@ -531,6 +554,43 @@ class _Run:
         if self.job is None:  # stopped, or failed, before the job began
             return self._finish_before_job(backup_failure, input_sha256, fingerprint)
         return self._finish(report or self.job.report, input_sha256, fingerprint)
+
+    # -- the change guards ---------------------------------------------------------------
+
+    def _threshold_line(self, vendor_adapter: Adapter, backup_path: Path | None) -> str:
+        """The plan's word on the change threshold: where it is judged, and how to raise it."""
+        from unenroll.planning.backup import readers_of
+
+        percent = f"{self.settings.change_threshold:g}%"
+        reader = readers_of(vendor_adapter).get(self.engine_operation)
+        if reader is None or reader.max_subjects is not None:
+            return (f"change threshold: {percent} of a target, not judged: {self.entry.title}'s read API does not "
+                    "count what a target holds")
+        if backup_path is None:
+            return f"change threshold: {percent} of a target, judged with --backup only (its read counts each target)"
+        return (f"change threshold: at most {percent} of what each target holds, counted by the backup's read, "
+                "even with --yes (--change-threshold raises it)")
+
+    def _over_threshold(self, plan: Plan, journal: Journal) -> str | None:
+        """Why the job may not start: targets over the change threshold (``None``: within it)."""
+        from unenroll.planning.threshold import judge
+
+        if self.backup_path is None:
+            return None
+        breaches = judge(plan.per_target, journal.backup_listed(), self.settings.change_threshold)
+        if not breaches:
+            return None
+        percent = f"{self.settings.change_threshold:g}%"
+        lines = [f"unenroll: refused: this job would remove more than change_threshold={percent} of what "
+                 f"{'a target holds' if len(breaches) == 1 else f'{len(breaches):,} targets hold'}:"]
+        lines += [f"  {b.describe()}" for b in breaches[:20]]
+        if len(breaches) > 20:
+            lines.append(f"  ... and {len(breaches) - 20:,} more")
+        lines.append("nothing was changed; if that is meant, raise it for this job: run the same command with "
+                     "--resume --change-threshold 100 (or the share you mean)")
+        click.echo("\n".join(lines), err=True)
+        worst = breaches[0]
+        return f"change threshold: {worst.describe()} is more than {percent}"
 
     # -- the change guard ----------------------------------------------------------------
 
@@ -601,7 +661,8 @@ class _Run:
         try:
             result = await run_backup(adapter, items, path, retry=self.settings.job.retry,
                                       max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed,
-                                      journal=journal, max_pause=self.settings.job.max_pause)
+                                      journal=journal, max_pause=self.settings.job.max_pause,
+                                      enough=self.threshold_counts)
         except BackupError as exc:
             self._forget_fresh_journal(journal)
             return scrub(str(exc))
@@ -813,10 +874,15 @@ class _Run:
         self.exit_code = record["exit_code"]
         self.log.info("run.finished", **{k: v for k, v in record.items() if k != "endpoints"})
 
-    def _finish_before_job(self, backup_failure: str | None, input_sha256: str, fingerprint: str) -> int:
-        """The backup failed or was stopped: nothing was changed. The report says so."""
+    def _finish_before_job(self, backup_failure: str | None, input_sha256: str, fingerprint: str,
+                           refused: bool = False) -> int:
+        """The backup failed or was stopped, or the change threshold refused the job: nothing
+        was changed. The report says so."""
         code = self._exit_code(None)  # the signal's code, or 3: the backup failed
-        if backup_failure is not None and self.signal_received is None:
+        if refused:
+            stopped = f"refused by the {backup_failure}"
+            code = EXIT_USAGE
+        elif backup_failure is not None and self.signal_received is None:
             stopped = f"backup failed: {backup_failure}"
             click.echo(f"unenroll: backup failed, nothing was changed: {backup_failure}", err=True)
         else:
@@ -828,7 +894,7 @@ class _Run:
                   "job_fingerprint": fingerprint, "resumed": self.o.resume, **self._across_runs(code),
                   "exit_code": code}
         self._write_report(record)
-        if not self.journal_forgotten:
+        if not self.journal_forgotten and not refused:
             click.echo(f"to go on with the backup where it stopped, run the same command with --resume (journal: "
                        f"{self.journal_path})")
         return code

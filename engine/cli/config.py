@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unenroll.contract.settings import DEFAULT_CONFIRM_ABOVE, ConfigError, Connection, Credentials, RunSettings
+from unenroll.contract.settings import (
+    DEFAULT_CHANGE_THRESHOLD,
+    DEFAULT_CONFIRM_ABOVE,
+    ConfigError,
+    Connection,
+    Credentials,
+    RunSettings,
+)
 from unenroll.job.breaker import BreakerSettings
 from unenroll.job.retry import RetryPolicy
 from unenroll.job.settings import JobSettings
@@ -44,7 +51,7 @@ CONNECTION_KEYS: dict[str, type] = {
     "allow_insecure_http": bool,
     "time_scale": float,
 }
-TOP_LEVEL_KEYS: dict[str, type] = {**CONNECTION_KEYS, "confirm_above": int}
+TOP_LEVEL_KEYS: dict[str, type] = {**CONNECTION_KEYS, "confirm_above": int, "change_threshold": float}
 RETRY_KEYS: dict[str, type] = {
     "max_attempts": int, "deadline": float, "base_delay": float, "multiplier": float, "max_delay": float,
     "jitter": float,
@@ -166,6 +173,9 @@ def load_settings(
     confirm_above = values.get("confirm_above", DEFAULT_CONFIRM_ABOVE)
     if confirm_above < 0:
         raise ConfigError(f"{sources.get('confirm_above')}: confirm_above must be 0 or more")
+    change_threshold = values.get("change_threshold", DEFAULT_CHANGE_THRESHOLD)
+    if not 0 < change_threshold <= 100:
+        raise ConfigError(f"{sources.get('change_threshold')}: change_threshold is a percent, above 0 and at most 100")
     for key, value in limits.items():
         if value <= 0:
             raise ConfigError(f"{sources[key]}: {key} must be above 0")
@@ -178,7 +188,8 @@ def load_settings(
     except ValueError as exc:
         raise ConfigError(f"{path} [job]: {exc}") from None
     daily_calls = limits.pop("daily_calls", None)
-    return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources, daily_calls=daily_calls)
+    return RunSettings(vendor, connection, limits, job_settings, confirm_above, sources, daily_calls=daily_calls,
+                       change_threshold=change_threshold)
 
 
 # -- credentials ----------------------------------------------------------------------------

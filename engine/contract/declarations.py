@@ -150,6 +150,9 @@ class ReadPage:
 
     records: Mapping[str, Mapping[str, Any]]  # subject -> the vendor's record
     more: bool
+    # a whole-target read: how many enrolments this page listed (targeted or not), which
+    # counts what the target holds for the change threshold (``planning/threshold.py``)
+    listed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from unenroll.job.settings import JobSettings
 from unenroll.observe.secrets import Secret
 
 DEFAULT_CONFIRM_ABOVE = 1000
+DEFAULT_CHANGE_THRESHOLD = 50.0  # percent of a target's enrolments one job may remove
 
 
 class ConfigError(Exception):
@@ -37,6 +38,9 @@ class RunSettings:
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> where its value came from
     # the tenant's calls a day across all its APIs, when known (the vendor's plan says; never guessed)
     daily_calls: int | None = None
+    # the most a job may remove of what one target holds, in percent, where the backup's read
+    # counts it (``planning/threshold.py``); --yes does not switch it off, raising it does
+    change_threshold: float = DEFAULT_CHANGE_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,7 @@ class _BackupFile:
                  found: int = 0, calls_before: int = 0) -> None:
         self._out, self._vendor, self._journal = out, vendor, journal
         self.offset, self.records, self.found, self.calls_before = offset, records, found, calls_before
+        self.listed: dict[str, tuple[int, bool]] = dict(journal.backup_listed()) if journal is not None else {}
 
     def _line(self, operation: str, target: Target, subject: str, record: Mapping[str, Any] | None,
               invalid: str | None = None) -> bytes:
@@ -194,13 +195,16 @@ class _BackupFile:
         self.found += record is not None
         return (json.dumps(line, default=str) + "\n").encode("utf-8")
 
-    def _commit(self, data: bytes, calls: int, page: tuple[str, int] | None = None) -> None:
+    def _commit(self, data: bytes, calls: int, page: tuple[str, int] | None = None,
+                listed: tuple[int, bool] | None = None) -> None:
         if data:
             self._out.write(data)
             self._out.flush()  # on disk (the OS's) before the journal says so: a kill -9 keeps it
             self.offset += len(data)
+        if page is not None and listed is not None:
+            self.listed[page[0]] = listed
         if self._journal is not None:
-            self._journal.backup_progress(self.offset, self.calls_before + calls, page)
+            self._journal.backup_progress(self.offset, self.calls_before + calls, page, listed)
 
     def invalid(self, items: Sequence[_Invalid], calls: int) -> None:
         if items:
@@ -208,13 +212,14 @@ class _BackupFile:
                                   for bad in items), calls)
 
     def page(self, read: _Read, page: int, records: Mapping[str, Mapping[str, Any]], missing: Sequence[str] | None,
-             calls: int) -> None:
+             calls: int, listed: tuple[int, bool] | None = None) -> None:
         """Page ``page`` of ``read`` gave ``records`` (new ones); ``missing``: the read is over
-        and these subjects were not listed (written as ``null``)."""
+        and these subjects were not listed (written as ``null``); ``listed``: a whole-target
+        read's count so far and whether it reached the end."""
         data = [self._line(read.operation, read.target, subject, record) for subject, record in records.items()]
         data += [self._line(read.operation, read.target, subject, None) for subject in missing or ()]
         key = read.key
-        self._commit(b"".join(data), calls, None if key is None else (key, page + 1))
+        self._commit(b"".join(data), calls, None if key is None else (key, page + 1), listed)
 
     def close(self) -> None:
         self._out.flush()
@@ -273,8 +278,9 @@ class _Reading:
     call goes through the job's own call path (``job/calls.py``)."""
 
     def __init__(self, adapter: Adapter, out: _BackupFile, settings: JobSettings, max_pages: int,
-                 rng: random.Random) -> None:
+                 rng: random.Random, enough: Mapping[str, int] | None = None) -> None:
         self.adapter, self.out, self.settings, self.max_pages, self.rng = adapter, out, settings, max_pages, rng
+        self.enough = enough or {}
         self.failure: BackupError | None = None
         self.log = get_logger(vendor=adapter.vendor, phase="backup")
         self.path = CallPath(adapter, settings, rng, self.log)
@@ -307,17 +313,23 @@ class _Reading:
                 return
 
     async def _read_all_pages(self, lane: Lane, read: _Read) -> None:
-        """Pages until the answer says there are no more, or every subject has its record;
-        each page's records are written as soon as it is read."""
+        """Pages until the answer says there are no more, or every subject has its record (and
+        a whole-target read has listed ``enough`` for the change threshold); each page's
+        records are written as soon as it is read."""
         wanted = set(read.subjects)
         found: set[str] = set()
+        key = read.key
+        enough = self.enough.get(key, 0) if key is not None else 0
+        listed = self.out.listed.get(key, (0, False))[0] if key is not None else 0
         for page in range(read.first_page, self.max_pages):
             answer = await self._call(lane, read, page)
             new = {s: r for s, r in answer.records.items() if s in wanted and s not in found}
             found.update(new)
-            last = not answer.more or len(found) == len(wanted)
+            counted = answer.listed is not None
+            listed += answer.listed or 0
+            last = not answer.more or (len(found) == len(wanted) and (not counted or listed >= enough))
             missing = [s for s in read.subjects if s not in found] if last else None
-            self.out.page(read, page, new, missing, self.calls)
+            self.out.page(read, page, new, missing, self.calls, (listed, not answer.more) if counted else None)
             if last:
                 return
         raise BackupError(f"{lane.spec.name}: target {'/'.join(read.target)} still had more after "
@@ -434,6 +446,7 @@ async def run_backup(
     max_throttles: int | None = None,
     seed: int | None = None,
     max_pause: float | None = None,
+    enough: Mapping[str, int] | None = None,
 ) -> BackupResult:
     """Read the current enrolment of every distinct item and write it to ``path`` (JSONL).
 
@@ -446,7 +459,9 @@ async def run_backup(
     retry policy allows. ``retry``, ``max_throttles``, ``seed`` and ``max_pause`` override
     those ``settings`` (for older callers). Raises
     :class:`BackupError` (before any call if an operation has no read API); the partial
-    file is then left at ``<path>.partial``.
+    file is then left at ``<path>.partial``. ``enough``: per whole-target read key, the
+    enrolments it must list before it may stop early (the change threshold's count, see
+    ``threshold.py``); what each listed is journaled (:meth:`Journal.backup_listed`).
 
     With a ``journal`` the backup is the job's: it is recorded as begun (no change may be
     sent from then on, see ``journal.py``), each page as written, and the backup as
@@ -481,7 +496,7 @@ async def run_backup(
         calls_before = state.calls
     out = _BackupFile(partial.open("ab" if kept.offset else "wb"), adapter.vendor, journal, kept.offset,
                       kept.records, kept.found, calls_before)
-    reading = _Reading(adapter, out, settings, max_pages, random.Random(settings.seed))
+    reading = _Reading(adapter, out, settings, max_pages, random.Random(settings.seed), enough)
     try:
         out.invalid(invalid, 0)
         await reading.run(reads)
