@@ -479,34 +479,6 @@ def test_settings_come_from_the_file_then_the_environment_and_typos_are_errors(t
         load_settings("zoho", None, {"UNENROLL_ALLOW_INSECURE_HTTP": "maybe"}, vendors=["zoho"], limit_keys=keys)
 
 
-def test_the_progress_line_says_counts_calls_the_wait_and_an_eta_from_the_limits() -> None:
-    from unenroll import EndpointSpec
-    from unenroll.accounts.ledger import EndpointStats, Report
-    from unenroll.observe.progress import ObservedLimiter, Progress, render_line
-
-    class Inner:
-        paused: list[float] = []
-
-        async def acquire(self) -> None: ...
-
-        def pause(self, seconds: float) -> None:
-            self.paused.append(seconds)
-
-    now = [100.0]
-    spec = EndpointSpec("unenroll", max_calls=30, window=60.0)
-    inner = Inner()
-    limiter = ObservedLimiter(inner, clock=lambda: now[0])
-    progress = Progress(1000, {"unenroll": 100}, {"unenroll": spec}, {"unenroll": limiter}, clock=lambda: now[0])
-    limiter.pause(12.0)
-    assert inner.paused == [12.0]  # forwarded unchanged
-    line = render_line(progress.snapshot(), width=200)
-    assert line.startswith("[....................] 0/1,000 | ok 0 failed 0 skipped 0 | 0 calls")
-    assert "ETA 3 min 12 s | paused 12.0s (the vendor throttled unenroll)" in line  # 3 more windows + the pause
-    now[0] += 60.0  # a minute later, 10 calls made: a pace far slower than the limits allow
-    progress.report = Report("zoho", endpoints={"unenroll": EndpointStats(calls=10)})
-    assert progress.snapshot().eta == pytest.approx(90 * 6.0)  # 90 calls to go, 6 s a call so far
-
-
 # -- SmarterU: what the backup read settles -----------------------------------------------------------
 
 

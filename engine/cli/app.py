@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -654,15 +655,32 @@ class _Run:
 
     async def _backup(self, adapter: Adapter, items: list[Item], path: Path, journal: Journal) -> str | None:
         """Run (or go on with) the job's backup; why it failed, if it did."""
-        from unenroll.planning.backup import BackupError, run_backup
+        from unenroll.accounts.ledger import EndpointStats
+        from unenroll.observe.progress import Progress, observe
+        from unenroll.planning.backup import BackupError, plan_backup, readers_of, run_backup
 
         click.echo(f"backing up {len(items):,} enrolments to {path} ...")
         sys.stdout.flush()
+        targets: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        for item in {(i.operation, i.target, i.subject): i for i in items}.values():
+            targets[(item.operation, item.target)] += 1
+        read_endpoints = {reader.endpoint for reader in readers_of(adapter).values()}
+        specs = {name: spec for name, spec in adapter.endpoints.items() if name in read_endpoints}
+        limiters = observe(specs)
+        stats = {name: EndpointStats() for name in specs}
         try:
-            result = await run_backup(adapter, items, path, retry=self.settings.job.retry,
-                                      max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed,
-                                      journal=journal, max_pause=self.settings.job.max_pause,
-                                      enough=self.threshold_counts)
+            planned = plan_backup(adapter, dict(targets)).calls
+        except BackupError:
+            planned = {}
+        progress = Progress(sum(targets.values()), planned, specs, limiters)
+        progress.calls_of = lambda: {name: s.calls for name, s in stats.items()}
+        try:
+            async with self._showing(progress, "backup", "backup.progress"):
+                result = await run_backup(adapter, items, path, retry=self.settings.job.retry,
+                                          max_throttles=self.settings.job.max_throttles, seed=self.settings.job.seed,
+                                          journal=journal, max_pause=self.settings.job.max_pause,
+                                          enough=self.threshold_counts, limiters=dict(limiters), stats=stats,
+                                          on_records=lambda records, found: progress.set_ended(records, found))
         except BackupError as exc:
             self._forget_fresh_journal(journal)
             return scrub(str(exc))
@@ -756,7 +774,7 @@ class _Run:
     async def _job(self, adapter: Adapter, plan: Plan, journal: Journal) -> Report:
         from unenroll.job.pipeline import Job
         from unenroll.limits.learned import LearnedWindowLimiter
-        from unenroll.observe.progress import LogProgress, Progress, QuotaWatch, TerminalBar, observe
+        from unenroll.observe.progress import DailyBudget, Progress, observe
 
         specs = {name: adapter.endpoints[name] for name in plan.calls}
         limiters = observe(specs)
@@ -764,15 +782,11 @@ class _Run:
             inner = _innermost(observed)
             if isinstance(inner, LearnedWindowLimiter) and name in self.learned:
                 inner.adopt(self.learned[name])
-        progress = Progress(plan.rows, plan.calls, specs, limiters)
-        terminal = sys.stderr.isatty() and not self.o.json_logs
-        renderer: TerminalBar | LogProgress
-        if terminal:
-            renderer = TerminalBar(progress)
-            configure_logging(json=False, level="debug" if self.o.verbose else "warning",
-                              stream=cast(TextIO, renderer.log_stream()))
-        else:
-            renderer = LogProgress(progress, self.log)
+        daily = None
+        if plan.daily_calls is not None:
+            daily = DailyBudget(plan.daily_calls, plan.day,
+                                frozenset(name for name, spec in specs.items() if spec.in_daily_budget))
+        progress = Progress(plan.rows, plan.calls, specs, limiters, daily=daily)
         # each outcome goes to the journal as it happens; the results file is written from it
         # at the end, in input order (``_write_row_files``)
         job = self.job = Job(adapter, self.input_file.items(), settings=self.settings.job,
@@ -781,16 +795,34 @@ class _Run:
         click.echo(f"sending: {plan.to_send:,} items to {self.entry.title} (journal: {self.journal_path}; the "
                    f"results file is written when the run ends: {self.results})")
         sys.stdout.flush()
+        async with self._showing(progress, "sending", "run.progress"):
+            try:
+                report = await job.run()
+            finally:
+                await self._remember_learned(limiters)
+        return report
+
+    @asynccontextmanager
+    async def _showing(self, progress: Any, title: str, event: str) -> AsyncIterator[None]:
+        """``progress`` shown while the body runs: a live display on a terminal (logs print
+        above it), ``event`` log lines (JSON) otherwise; and what other runs spend of the quota."""
+        from unenroll.observe.progress import LiveDisplay, LogProgress, QuotaWatch
+
+        renderer: LiveDisplay | LogProgress
+        if sys.stderr.isatty() and not self.o.json_logs:
+            renderer = LiveDisplay(progress, title)
+            configure_logging(json=False, level="debug" if self.o.verbose else "warning",
+                              stream=cast(TextIO, renderer.log_stream()))
+        else:
+            renderer = LogProgress(progress, self.log, event=event)
         async with anyio.create_task_group() as tg:
             tg.start_soon(renderer.run)
             if self.quota_limiters:
                 tg.start_soon(QuotaWatch(progress, self.quota_limiters).run)
             try:
-                report = await job.run()
+                yield
             finally:
                 tg.cancel_scope.cancel()
-                await self._remember_learned(limiters)
-        return report
 
     # -- the end -------------------------------------------------------------------------
 

@@ -18,12 +18,11 @@ import anyio
 
 from unenroll.contract.declarations import EndpointSpec
 from unenroll.contract.settings import ConfigError
-from unenroll.limits.budget import DAY, BudgetedLimiter
+from unenroll.limits.budget import DAY, DAY_GROUP, BudgetedLimiter
 from unenroll.limits.quota import QuotaKey, QuotaStore, SharedWindowLimiter, WindowRule
 from unenroll.limits.window import CallLimiter, RollingWindowLimiter
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-DAY_GROUP = "day"  # the key group of a tenant's daily budget
 
 
 def tenant_of(base_url: str) -> str:

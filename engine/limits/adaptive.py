@@ -179,3 +179,9 @@ class AdaptiveRateLimiter:
     def pause(self, seconds: float) -> None:
         self.pauses += 1
         self._schedule.throttled(self._clock(), seconds)
+
+    def seconds_until_free(self) -> float:
+        """Seconds until a call may start (0: now), by this limiter's own count: a read for
+        the progress display, which counts waits down; it records nothing."""
+        now = self._clock()
+        return max(0.0, self._schedule.earliest_start(now) - now)

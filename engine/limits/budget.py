@@ -28,6 +28,8 @@ from unenroll.limits.window import CallLimiter, Permit
 DAY = 86400.0
 
 
+DAY_GROUP = "day"  # the key group of a tenant's daily budget in the quota store
+
 class BudgetedPermit(Permit):
     """A call's slots in the endpoint's limiter and in the tenant's budget."""
 
@@ -90,3 +92,9 @@ class BudgetedLimiter:
     def pause(self, seconds: float) -> None:
         """A vendor's pause is the endpoint's (a lock, a 429); the daily budget keeps its own count."""
         self.inner.pause(seconds)
+
+    def seconds_until_free(self) -> float | None:
+        """The later of the endpoint's and the budget's waits, where both can tell."""
+        inner = getattr(self.inner, "seconds_until_free", None)
+        waits = [inner() if inner is not None else None, self.budget.seconds_until_free()]
+        return None if None in waits else max(w for w in waits if w is not None)

@@ -228,6 +228,12 @@ class LearnedWindowLimiter:
     def pause(self, seconds: float) -> None:
         self._schedule.pause_until(self._clock() + sane_pause(seconds))
 
+    def seconds_until_free(self) -> float:
+        """Seconds until a call may start (0: now), by this limiter's own count: a read for
+        the progress display, which counts waits down; it records nothing."""
+        now = self._clock()
+        return max(0.0, self._schedule.earliest_start(now) - now)
+
     def observe(self, permit: Permit, throttled: bool, retry_after: float | None,
                 word: RateLimitWord | None = None) -> None:
         """The call of ``permit`` was answered: admitted, or refused with ``retry_after``;

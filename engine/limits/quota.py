@@ -269,6 +269,7 @@ class SharedWindowLimiter:
         self.pauses = 0
         self.dropped_writes = 0
         self._local_pause_until = -math.inf  # anyio clock
+        self._free_at = -math.inf  # anyio clock: when the store last said a start may come (for display)
         self._turn = anyio.Lock()
         self._pending: deque[tuple[str, str | float]] = deque()
         self._wake = anyio.Event()
@@ -312,11 +313,18 @@ class SharedWindowLimiter:
                     if grant.call_id is not None:
                         return SharedPermit(grant.start, grant.call_id)
                     waiting = True
+                    self._free_at = anyio.current_time() + grant.wait
                     await anyio.sleep(max(grant.wait, 0.001))
             except BaseException:
                 if waiting:
                     await self.withdraw()
                 raise
+
+    def seconds_until_free(self) -> float:
+        """Seconds until a start may come, as the store last said to a waiter here, or this
+        participant's own pause (0: no wait known); for the progress display only."""
+        now = anyio.current_time()
+        return max(0.0, self._free_at - now, self._local_pause_until - now)
 
     async def try_once(self) -> tuple[SharedPermit | None, float]:
         """One ask, no waiting: a permit, or None and the seconds to wait before asking again
@@ -327,12 +335,15 @@ class SharedWindowLimiter:
                                              call_timeout=self.call_timeout)
         if grant.call_id is not None:
             return SharedPermit(grant.start, grant.call_id), 0.0
+        self._free_at = anyio.current_time() + grant.wait
         return None, grant.wait
 
     async def peek(self) -> float:
         """Seconds until a start would be allowed (see :meth:`QuotaStore.peek`)."""
         local = self._local_pause_until - anyio.current_time()
-        return max(local, await self.store.peek(self.key, self.rules), 0.0)
+        wait = max(local, await self.store.peek(self.key, self.rules), 0.0)
+        self._free_at = anyio.current_time() + wait
+        return wait
 
     async def withdraw(self) -> None:
         """Leave the line (shielded, bounded): an acquire that waited was cancelled."""

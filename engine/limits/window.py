@@ -194,6 +194,12 @@ class RollingWindowLimiter:
         self.pauses += 1
         self._schedule.pause_until(self._clock() + sane_pause(seconds))
 
+    def seconds_until_free(self) -> float:
+        """Seconds until a call may start (0: now), by this limiter's own count: a read for
+        the progress display, which counts waits down; it records nothing."""
+        now = self._clock()
+        return max(0.0, self._schedule.earliest_start(now) - now)
+
 
 class UnlimitedLimiter:
     """No rate limit, but still honours the vendor's pauses (429 / Retry-After)."""
@@ -221,3 +227,7 @@ class UnlimitedLimiter:
     def pause(self, seconds: float) -> None:
         self.pauses += 1
         self._paused_until = max(self._paused_until, self._clock() + sane_pause(seconds))
+
+    def seconds_until_free(self) -> float:
+        """Seconds until the vendor's pause ends (0: none)."""
+        return max(0.0, self._paused_until - self._clock())

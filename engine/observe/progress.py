@@ -1,31 +1,40 @@
-"""Watching a job: items ended, calls made, the current wait and why, and an ETA from the
-limits. A one-line bar on a terminal; ``run.progress`` log events (JSON lines) otherwise.
+"""Watching a job: items ended, calls made, the current wait counting down and why, and an
+ETA from the limits. A live display on a terminal (rich); ``run.progress`` log events
+(JSON lines) otherwise. The backup shows the same (``backup.progress``).
 
 :class:`ObservedLimiter` wraps an endpoint's limiter and only watches it: both methods
 forward unchanged, so the limiter's guarantee is the wrapped one's. :class:`Progress` is
 a ledger sink (it counts outcomes as they happen) and reads the running job's report for
 its calls; nothing here can slow the job down or change what it does.
 
-The ETA is what the endpoints' limits allow for the calls still planned
-(:meth:`~unenroll.EndpointSpec.least_seconds_for`, the slowest endpoint, plus any pause
-the vendor asked for), a lower bound like the plan's; once a few calls have been made,
-the observed pace takes over when it is slower (latency, not the limits, is then what
-bounds the job).
+The ETA (:meth:`Progress.snapshot`) is, for the slowest endpoint: the wait before its next
+call may leave (a pause in force, or the limit's window, as the limiter counts it) plus the
+least time the endpoint's limits allow for the calls still planned after it
+(:meth:`~unenroll.EndpointSpec.least_seconds_for`), plus whole days when the tenant's daily
+budget cannot hold those calls today. So while only time passes, waits count down and the
+ETA falls with them. Once a few calls have been made, a slower observed pace takes over
+(latency, not the limits, then bounds the job): projected when a call is made, from the
+time spent outside the vendor's pauses, and counted down from then on.
 """
 
 from __future__ import annotations
 
-import shutil
-import sys
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from unenroll.accounts.ledger import Report
 from unenroll.contract.declarations import EndpointSpec
+from unenroll.limits.budget import DAY_GROUP
 from unenroll.limits.quota import SharedWindowLimiter
 from unenroll.limits.window import CallLimiter, Permit
 from unenroll.model import ItemOutcome, Outcome
@@ -38,7 +47,7 @@ MIN_CALLS_FOR_PACE = 3  # calls made before the observed pace counts in the ETA
 class ObservedLimiter:
     """A :class:`CallLimiter` that records, for display, who waits and the vendor's pauses."""
 
-    __slots__ = ("_clock", "inner", "paused_until", "pauses", "waiters", "waiting_since")
+    __slots__ = ("_clock", "inner", "paused_seconds", "paused_until", "pauses", "waiters", "waiting_since")
 
     def __init__(self, inner: CallLimiter, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
@@ -47,6 +56,7 @@ class ObservedLimiter:
         self.waiting_since = 0.0
         self.paused_until = 0.0
         self.pauses = 0
+        self.paused_seconds = 0.0  # the vendor's pauses, overlaps counted once
 
     async def acquire(self) -> Permit:
         self.waiters += 1
@@ -63,9 +73,24 @@ class ObservedLimiter:
         self.inner.done(permit)
 
     def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, self._clock() + seconds)
+        now = self._clock()
+        until = now + seconds
+        if until > self.paused_until:  # a NaN is never later
+            self.paused_seconds += until - max(self.paused_until, now)
+            self.paused_until = until
         self.pauses += 1
         self.inner.pause(seconds)
+
+    def wait_left(self) -> float | None:
+        """Seconds until the next call may leave, as the limiter counts it (``None``: it
+        cannot tell); at least the pause this wrapper saw, counted down on its clock."""
+        paused = max(0.0, self.paused_until - self._clock())
+        free = getattr(self.inner, "seconds_until_free", None)
+        try:
+            left = free() if free is not None else None
+        except Exception:  # a limiter that cannot say now: the display shows the wait so far
+            left = None
+        return paused if left is None and paused > 0 else (None if left is None else max(left, paused))
 
     def observe(self, permit: Permit, *how: Any) -> None:
         """Passed on to a limiter that learns from each answer (``observe``)."""
@@ -90,13 +115,31 @@ class Snapshot:
     not_sent: int
     calls: int
     elapsed: float
-    wait: str | None  # the current wait and why
+    wait: str | None  # the current wait, counting down, and why
     eta: float | None  # seconds, from the limits
     shared: str | None = None  # what other runs spend of the tenant's quota now
+    wait_left: float | None = None  # the current wait's seconds left
 
 
 _SKIPPED = frozenset({Outcome.REJECTED, Outcome.DUPLICATE})
 _FAILED = frozenset({Outcome.FAILED, Outcome.GAVE_UP})
+
+
+@dataclass(frozen=True, slots=True)
+class DailyBudget:
+    """The tenant's daily call budget, for the ETA: ``calls`` per ``day`` seconds, counted on
+    the endpoints named in ``endpoints``; ``used`` is set by whoever reads the shared quota."""
+
+    calls: int
+    day: float
+    endpoints: frozenset[str]
+
+
+def days_beyond_budget(calls_left: int, budget_left: int, per_day: int) -> int:
+    """Whole days the job must wait for the budget: 0 when today's budget holds the calls left."""
+    if calls_left <= budget_left:
+        return 0
+    return math.ceil((calls_left - budget_left) / per_day)
 
 
 class Progress:
@@ -109,15 +152,20 @@ class Progress:
         specs: Mapping[str, EndpointSpec],
         limiters: Mapping[str, ObservedLimiter],
         clock: Callable[[], float] = time.monotonic,
+        daily: DailyBudget | None = None,
     ) -> None:
         self.total = total
         self.planned_calls = dict(planned_calls)
         self.specs = specs
         self.limiters = limiters
         self.report: Report | None = None
+        self.calls_of: Callable[[], Mapping[str, int]] | None = None  # calls per endpoint, where no report says
         self.shared: str | None = None  # set by whoever watches the shared quota (QuotaWatch)
+        self.daily = daily
+        self.budget_used: int = 0  # calls counting against the daily budget now (QuotaWatch)
         self._clock = clock
         self._started = clock()
+        self._pace: dict[str, tuple[int, float]] = {}  # endpoint -> (calls made, projected end) when last seen
         self.ended = self.ok = self.failed = self.skipped = self.not_sent = 0
 
     def __call__(self, outcome: ItemOutcome) -> None:
@@ -132,110 +180,144 @@ class Progress:
         else:
             self.not_sent += 1
 
+    def set_ended(self, ended: int, ok: int | None = None) -> None:
+        """For a phase that counts in bulk (a backup's records): ``ended`` so far, ``ok`` of them."""
+        self.ended = ended
+        self.ok = ended if ok is None else ok
+
     def _calls(self) -> dict[str, int]:
         if self.report is None:
-            return {}
+            return dict(self.calls_of()) if self.calls_of is not None else {}
         return {name: stats.calls for name, stats in self.report.endpoints.items()}
+
+    def _paced_end(self, name: str, made: int, remaining: int, now: float, paused: float) -> float:
+        """When the observed pace would end the endpoint's calls, fixed when a call is made
+        (so it counts down between calls); time in the vendor's pauses is not pace."""
+        seen = self._pace.get(name)
+        if seen is None or seen[0] != made:
+            active = max(0.0, now - self._started - paused)
+            end = now + remaining * active / made if made >= MIN_CALLS_FOR_PACE else now
+            self._pace[name] = seen = (made, end)
+        return seen[1]
 
     def snapshot(self) -> Snapshot:
         now = self._clock()
         calls = self._calls()
-        wait = None
+        wait: str | None = None
+        wait_left: float | None = None
         eta = 0.0
         elapsed = now - self._started
+        budgeted_left = 0
         for name, limiter in self.limiters.items():
             spec = self.specs.get(name)
             paused = max(0.0, limiter.paused_until - now)
+            left = limiter.wait_left()
+            waiting = limiter.waiters and now - limiter.waiting_since > SHOW_WAITS_LONGER_THAN
             if wait is None and paused > 0:
-                wait = f"paused {paused:.1f}s (the vendor throttled {name})"
-            elif wait is None and limiter.waiters and now - limiter.waiting_since > SHOW_WAITS_LONGER_THAN:
+                wait, wait_left = f"paused {format_duration(_whole(paused))} more (the vendor throttled {name})", \
+                    paused
+            elif wait is None and waiting:
                 limit = (f": {spec.max_calls} calls/{format_duration(spec.window)}"
                          if spec is not None and spec.max_calls is not None else "")
-                wait = f"waiting {now - limiter.waiting_since:.1f}s (rate limit{limit})"
+                if left is not None and left > 0:
+                    wait, wait_left = f"next call in {format_duration(_whole(left))} (rate limit{limit})", left
+                elif left is None:
+                    wait = f"waiting {format_duration(round(now - limiter.waiting_since))} (rate limit{limit})"
             if spec is None:
                 continue
             made = calls.get(name, 0)
             remaining = max(0, self.planned_calls.get(name, 0) - made)
             if remaining == 0 and self.ended < self.total and self.planned_calls.get(name):
                 remaining = 1
-            by_limits = spec.least_seconds_for(made + remaining) - spec.least_seconds_for(made) + paused
-            # the limits are a lower bound; once calls have been made, a slower pace shows
-            by_pace = remaining * elapsed / made if made >= MIN_CALLS_FOR_PACE else 0.0
+            if self.daily is not None and name in self.daily.endpoints:
+                budgeted_left += remaining
+            start_in = max(paused, left or 0.0) if remaining else 0.0
+            by_limits = start_in + spec.least_seconds_for(remaining)
+            by_pace = self._paced_end(name, made, remaining, now, limiter.paused_seconds) - now
             eta = max(eta, by_limits, by_pace)
+        if self.daily is not None:
+            days = days_beyond_budget(budgeted_left, max(0, self.daily.calls - self.budget_used), self.daily.calls)
+            eta += days * self.daily.day
         return Snapshot(self.ended, self.total, self.ok, self.failed, self.skipped, self.not_sent,
                         sum(calls.values()), elapsed, wait,
-                        0.0 if self.ended >= self.total else eta, self.shared)
+                        0.0 if self.ended >= self.total else eta, self.shared, wait_left)
 
 
 def render_line(s: Snapshot, width: int = 100) -> str:
-    """The bar: ``[#####.....] 1,234/5,000 | ok 1,200 failed 4 skipped 30 | 45 calls | ETA | wait``."""
+    """As plain text: ``[#####.....] 1,234/5,000 | ok 1,200 failed 4 skipped 30 | 45 calls | ETA | wait``."""
     share = s.ended / s.total if s.total else 1.0
     bar_width = 20
     filled = int(share * bar_width)
-    parts = [f"[{'#' * filled}{'.' * (bar_width - filled)}] {s.ended:,}/{s.total:,}",
-             f"ok {s.ok:,} failed {s.failed:,} skipped {s.skipped:,}", f"{s.calls:,} calls"]
+    line = f"[{'#' * filled}{'.' * (bar_width - filled)}] {describe(s)}"
+    return line if len(line) <= width else line[: max(0, width - 3)] + "..."
+
+
+def _whole(seconds: float) -> float:
+    """Seconds shown whole, rounded up (a float a hair above a whole second is that second)."""
+    return float(max(1, math.ceil(seconds - 1e-3)))
+
+
+def describe(s: Snapshot) -> str:
+    """The words beside the bar: counts, calls, the ETA, the wait counting down, the others' use."""
+    parts = [f"{s.ended:,}/{s.total:,}", f"ok {s.ok:,} failed {s.failed:,} skipped {s.skipped:,}",
+             f"{s.calls:,} calls"]
     if s.eta is not None:
-        parts.append(f"ETA {format_duration(float(round(s.eta)))}" if s.eta >= 1 else "ETA <1 s")
+        parts.append(f"ETA {format_duration(_whole(s.eta))}" if s.eta >= 1 else "ETA <1 s")
     if s.wait:
         parts.append(s.wait)
     if s.shared:
         parts.append(s.shared)
-    line = " | ".join(parts)
-    return line if len(line) <= width else line[: max(0, width - 3)] + "..."
+    return " | ".join(parts)
 
 
-class TerminalBar:
-    """Redraws the progress line on a terminal a few times a second. Log lines written
-    through :meth:`log_stream` clear the bar first, so the two never share a line."""
+class LiveDisplay:
+    """The progress on a terminal: rich's live display, redrawn a few times a second on
+    stderr (stdout keeps the plan and the summary). Log lines written through
+    :meth:`log_stream` print above it, so the two never share a line. When it stops, the
+    final state stays on screen."""
 
-    def __init__(self, progress: Progress, stream: TextIO | None = None, interval: float = 0.2) -> None:
+    def __init__(self, progress: Progress, title: str, console: Console | None = None,
+                 interval: float = 0.2) -> None:
         self.progress = progress
-        self._stream = stream
+        self.title = title
+        self.console = console or Console(stderr=True, highlight=False)
         self.interval = interval
-        self._shown = False
 
-    @property
-    def stream(self) -> TextIO:
-        return self._stream or sys.stderr
-
-    def draw(self) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns - 1
-        self.stream.write("\r\x1b[K" + render_line(self.progress.snapshot(), width))
-        self.stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
+    def renderable(self) -> Table:
+        s = self.progress.snapshot()
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(Text(self.title, style="bold"), ProgressBar(total=max(1, s.total), completed=s.ended, width=24),
+                     Text(describe(s), overflow="ellipsis", no_wrap=True))
+        return grid
 
     async def run(self) -> None:
         """Redraw until cancelled; then draw the final state once and leave it on screen."""
-        try:
-            while True:
-                self.draw()
-                await anyio.sleep(self.interval)
-        finally:
-            self.draw()
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        with Live(self.renderable(), console=self.console, auto_refresh=False, transient=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            try:
+                while True:
+                    await anyio.sleep(self.interval)
+                    live.update(self.renderable(), refresh=True)
+            finally:
+                live.update(self.renderable(), refresh=True)
 
-    def log_stream(self) -> _BarAwareStream:
-        return _BarAwareStream(self)
+    def log_stream(self) -> _AboveTheDisplay:
+        return _AboveTheDisplay(self.console)
 
 
-class _BarAwareStream:
-    def __init__(self, bar: TerminalBar) -> None:
-        self._bar = bar
+class _AboveTheDisplay:
+    """A text stream for the logs that prints above the live display."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
 
     def write(self, text: str) -> int:
-        self._bar.clear()
-        return self._bar.stream.write(text)
+        if text.strip():
+            self._console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        return len(text)
 
     def flush(self) -> None:
-        self._bar.stream.flush()
+        self._console.file.flush()
 
 
 class QuotaWatch:
@@ -253,10 +335,12 @@ class QuotaWatch:
         said = []
         for limiter in self.limiters:
             try:
-                words = (await limiter.usage()).describe(limiter.rules)
+                usage = await limiter.usage()
             except Exception:  # an unreachable store: the quota still holds, only the words are stale
                 return
-            if words:
+            if limiter.key.group == DAY_GROUP and usage.windows:  # the daily budget, for the ETA
+                self.progress.budget_used = sum(usage.windows[0])
+            if words := usage.describe(limiter.rules):
                 said.append(words)
         self.progress.shared = "; ".join(said) or None
 
@@ -267,19 +351,21 @@ class QuotaWatch:
 
 
 class LogProgress:
-    """Emits a ``run.progress`` event every ``interval`` seconds (JSON lines when logging
-    is configured for JSON), and one more when the job ends."""
+    """Emits an ``event`` (``run.progress``, ``backup.progress``) every ``interval`` seconds
+    (JSON lines when logging is configured for JSON), and one more when the phase ends."""
 
-    def __init__(self, progress: Progress, logger: Any, interval: float = 2.0) -> None:
+    def __init__(self, progress: Progress, logger: Any, interval: float = 2.0, event: str = "run.progress") -> None:
         self.progress = progress
         self.logger = logger
         self.interval = interval
+        self.event = event
 
     def emit(self) -> None:
         s = self.progress.snapshot()
-        self.logger.info("run.progress", ended=s.ended, total=s.total, ok=s.ok, failed=s.failed,
+        self.logger.info(self.event, ended=s.ended, total=s.total, ok=s.ok, failed=s.failed,
                          skipped=s.skipped, not_sent=s.not_sent, calls=s.calls, elapsed_s=round(s.elapsed, 3),
-                         wait=s.wait, eta_s=None if s.eta is None else round(s.eta, 3), shared=s.shared)
+                         wait=s.wait, wait_left_s=None if s.wait_left is None else round(s.wait_left, 3),
+                         eta_s=None if s.eta is None else round(s.eta, 3), shared=s.shared)
 
     async def run(self) -> None:
         try:

@@ -35,7 +35,7 @@ import json
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,11 +43,13 @@ from typing import Any, BinaryIO
 import anyio
 
 from unenroll.accounts.journal import BackupState, Journal
+from unenroll.accounts.ledger import EndpointStats
 from unenroll.contract.declarations import Adapter, EndpointSpec, EnrolmentReader, Operation, ReadPage
 from unenroll.job.calls import CallPath
 from unenroll.job.endpoint import Lane
 from unenroll.job.retry import RetryPolicy
 from unenroll.job.settings import JobSettings
+from unenroll.limits.window import CallLimiter
 from unenroll.model import CallResult, CallVerdict, Item, ItemResult, ItemVerdict, Outcome
 from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
@@ -184,6 +186,7 @@ class _BackupFile:
         self._out, self._vendor, self._journal = out, vendor, journal
         self.offset, self.records, self.found, self.calls_before = offset, records, found, calls_before
         self.listed: dict[str, tuple[int, bool]] = dict(journal.backup_listed()) if journal is not None else {}
+        self.on_records: Callable[[int, int], None] | None = None  # (records, found) after each page: for display
 
     def _line(self, operation: str, target: Target, subject: str, record: Mapping[str, Any] | None,
               invalid: str | None = None) -> bytes:
@@ -205,6 +208,8 @@ class _BackupFile:
             self.listed[page[0]] = listed
         if self._journal is not None:
             self._journal.backup_progress(self.offset, self.calls_before + calls, page, listed)
+        if self.on_records is not None:
+            self.on_records(self.records, self.found)
 
     def invalid(self, items: Sequence[_Invalid], calls: int) -> None:
         if items:
@@ -278,9 +283,13 @@ class _Reading:
     call goes through the job's own call path (``job/calls.py``)."""
 
     def __init__(self, adapter: Adapter, out: _BackupFile, settings: JobSettings, max_pages: int,
-                 rng: random.Random, enough: Mapping[str, int] | None = None) -> None:
+                 rng: random.Random, enough: Mapping[str, int] | None = None,
+                 limiters: Mapping[str, CallLimiter] | None = None,
+                 stats: Mapping[str, EndpointStats] | None = None) -> None:
         self.adapter, self.out, self.settings, self.max_pages, self.rng = adapter, out, settings, max_pages, rng
         self.enough = enough or {}
+        self.limiters = limiters or {}
+        self.stats = stats or {}
         self.failure: BackupError | None = None
         self.log = get_logger(vendor=adapter.vendor, phase="backup")
         self.path = CallPath(adapter, settings, rng, self.log)
@@ -293,7 +302,7 @@ class _Reading:
     async def run(self, reads: Mapping[str, Sequence[_Read]]) -> None:
         async with anyio.create_task_group() as tg:
             for endpoint, endpoint_reads in reads.items():
-                lane = Lane(self.adapter.endpoints[endpoint])
+                lane = Lane(self.adapter.endpoints[endpoint], self.stats.get(endpoint), self.limiters.get(endpoint))
                 self.lanes.append(lane)
                 queue = iter(endpoint_reads)  # shared by the workers: next() never awaits
                 for _ in range(lane.in_flight):
@@ -447,6 +456,9 @@ async def run_backup(
     seed: int | None = None,
     max_pause: float | None = None,
     enough: Mapping[str, int] | None = None,
+    limiters: Mapping[str, CallLimiter] | None = None,
+    stats: Mapping[str, EndpointStats] | None = None,
+    on_records: Callable[[int, int], None] | None = None,
 ) -> BackupResult:
     """Read the current enrolment of every distinct item and write it to ``path`` (JSONL).
 
@@ -462,6 +474,9 @@ async def run_backup(
     file is then left at ``<path>.partial``. ``enough``: per whole-target read key, the
     enrolments it must list before it may stop early (the change threshold's count, see
     ``threshold.py``); what each listed is journaled (:meth:`Journal.backup_listed`).
+    For a progress display: ``limiters`` (per read endpoint, e.g. watched ones; by default
+    each spec makes its own), ``stats`` (per read endpoint, counted live) and
+    ``on_records(records, found)``, called after each page is written.
 
     With a ``journal`` the backup is the job's: it is recorded as begun (no change may be
     sent from then on, see ``journal.py``), each page as written, and the backup as
@@ -496,7 +511,8 @@ async def run_backup(
         calls_before = state.calls
     out = _BackupFile(partial.open("ab" if kept.offset else "wb"), adapter.vendor, journal, kept.offset,
                       kept.records, kept.found, calls_before)
-    reading = _Reading(adapter, out, settings, max_pages, random.Random(settings.seed), enough)
+    out.on_records = on_records
+    reading = _Reading(adapter, out, settings, max_pages, random.Random(settings.seed), enough, limiters, stats)
     try:
         out.invalid(invalid, 0)
         await reading.run(reads)
