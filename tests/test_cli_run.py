@@ -238,16 +238,26 @@ def test_bad_usage_and_bad_files_exit_2_saying_why_and_send_nothing(tmp_path: Pa
     no_column = tmp_path / "no_column.csv"
     no_column.write_text(f"course_id,batch,erecno\n{COURSE},{BATCH_1},7000000000001\n")
     env = zoho_env(zoho_mock.url)
+    without_credentials = clean_env(**{k: v for k, v in env.items() if "TOKEN" not in k and "CLIENT" not in k})
+    typo, partial = tmp_path / "typo.toml", tmp_path / "partial.toml"
+    typo.write_text('UNENROLL_ZOHO_REFRESH_TOKN = "mock-refresh-token"\n')  # a key misspelt
+    partial.write_text('UNENROLL_ZOHO_REFRESH_TOKEN = "mock-refresh-token"\n')  # the others forgotten
+    for path in (typo, partial):
+        path.chmod(0o600)
     cases: list[tuple[list[str], Mapping[str, str], str]] = [
         (["run", "zoho", str(no_column)], env, "no column 'batch_id'"),
         (["run", "zoho", str(good), "--operation", "enrol"], env, "no operation 'enrol'"),
         (["run", "zoho", str(good), "--column", "erecno"], env, "NAME=HEADER"),
-        (["run", "zoho", str(good)], clean_env(**{k: v for k, v in env.items() if "TOKEN" not in k
-                                                   and "CLIENT" not in k}), "UNENROLL_ZOHO_REFRESH_TOKEN"),
+        (["run", "zoho", str(good)], without_credentials, "UNENROLL_ZOHO_REFRESH_TOKEN"),
         (["run", "zoho", str(good)], {**env, "UNENROLL_ALLOW_INSECURE_HTTP": "0"}, "plain HTTP"),
         (["run", "zoho", str(good), "--resume"], env, "nothing to resume"),
         (["run", "zoho", str(good), "--destructive", "reset_tracks"], env, "no option reset_tracks"),
         (["run", "zoho", str(tmp_path / "missing.csv")], env, "does not exist"),
+        (["run", "zoho", str(good), "--credentials-file", str(typo)], without_credentials,
+         "unknown credential 'UNENROLL_ZOHO_REFRESH_TOKN' (did you mean UNENROLL_ZOHO_REFRESH_TOKEN?"),
+        (["run", "zoho", str(good), "--credentials-file", str(partial)], without_credentials,
+         f"found UNENROLL_ZOHO_REFRESH_TOKEN (from {partial}); not set: UNENROLL_ZOHO_CLIENT_ID, "
+         "UNENROLL_ZOHO_CLIENT_SECRET"),
     ]
     running = [(args, words, subprocess.Popen([*CLI, *args], env=dict(case_env), cwd=tmp_path,
                                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -321,7 +331,7 @@ def test_no_credential_appears_in_any_output_log_or_file(tmp_path: Path) -> None
                           "--change-threshold", "100", "--credentials-file", str(credentials)], from_file, tmp_path)
         assert result.returncode == 1, result.stderr[-2000:]  # the row "nope" is rejected
         assert "warning" not in result.stderr  # the file is private
-        assert "backup reads: at least 1 calls on zoho read_learners" in result.stdout  # the cost, shown first
+        assert "backup reads: at least 1 call on zoho read_learners" in result.stdout  # the cost, shown first
         assert result.stdout.index("backup reads") < result.stdout.index("backing up") < result.stdout.index("sending")
         backup = [json.loads(line) for line in (tmp_path / "backup.jsonl").read_text().splitlines()]
         assert len(backup) == 10 and all(b["record"]["enrollmentStatus"] == "enrolled" for b in backup)

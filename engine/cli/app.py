@@ -282,7 +282,8 @@ def execute_run(o: RunOptions) -> int:
     try:
         settings = load_settings(o.vendor, o.settings, os.environ, vendors=list(VENDORS),
                                  limit_keys=entry.limit_keys())
-        credentials = load_credentials(entry.credential_names, o.credentials_file, os.environ)
+        credentials = load_credentials(entry.credential_names, o.credentials_file, os.environ,
+                                       known=[n for v in VENDORS.values() for n in v.credential_names])
         quota = quota_choice(o.quota, os.environ)
         mapping = parse_column_mapping(o.columns, operation.shape)
         input_file = InputFile(o.input_path, operation.shape, mapping, fmt=o.input_format,  # type: ignore[arg-type]
@@ -376,6 +377,15 @@ class _Run:
         self.learned_now: dict[str, str] = {}  # endpoint -> the limit it ran at, in words (for the report)
         self.threshold_counts: dict[str, int] = {}  # whole-target read -> what it must list (change threshold)
 
+    def _credentials_found(self) -> str:
+        """Which credentials were found, and where (never their values), for a refusal."""
+        found = self.credentials.sources
+        if not found:
+            return ""
+        missing = [n for n in self.entry.credential_names if n not in found]
+        have = ", ".join(f"{name} (from {where})" for name, where in found.items())
+        return f"; found {have}" + (f"; not set: {', '.join(missing)}" if missing else "")
+
     def _secrets(self) -> list[Secret]:
         return list(self.credentials.values.values())
 
@@ -391,7 +401,7 @@ class _Run:
                 adapter = self.entry.build(BuildRequest(self.settings, self.credentials, session,
                                                         frozenset(self.o.destructive), self.o.dry_run))
             except ConfigError as exc:
-                _fail(str(exc))
+                _fail(str(exc) + self._credentials_found())
             async with self._shared_quota(adapter) as adapter:
                 return await self._with_adapter(adapter, _OperationsView(adapter, [self.engine_operation]))
 

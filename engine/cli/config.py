@@ -20,6 +20,7 @@ print as ``***`` and the log processor blanks their values wherever they appear.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import stat
@@ -195,7 +196,8 @@ def load_settings(
 # -- credentials ----------------------------------------------------------------------------
 
 
-def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[str, str]) -> Credentials:
+def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[str, str],
+                     known: Sequence[str] = ()) -> Credentials:
     """The credentials named ``names``: from the file at ``path`` (TOML, the same names as
     the environment variables), then the environment, which wins. Empty values count as
     unset. A file that others may read draws a warning.
@@ -204,7 +206,9 @@ def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[s
     characters is refused, naming the credential and never its value: no vendor issues one
     that short, and it could not be told apart from ordinary words when blanking secrets in
     messages (identifiers such as a username may be short). Values of 4 to 7 characters are
-    blanked as whole tokens (see ``secrets``)."""
+    blanked as whole tokens (see ``secrets``). A key of the file that is neither one of
+    ``names`` nor one of ``known`` (other vendors' names: one file may serve several) is
+    refused like an unknown setting, naming the closest known name, never a value."""
     values: dict[str, Secret] = {}
     sources: dict[str, str] = {}
     warnings: list[str] = []
@@ -217,6 +221,12 @@ def load_credentials(names: Sequence[str], path: Path | None, environ: Mapping[s
             mode = 0
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             warnings.append(f"the credentials file {path} can be read by other users: chmod 600 {path}")
+        allowed = [*names, *(k for k in known if k not in names)]
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"{path}: unknown credential {key!r} ({hint}known: {', '.join(names)})")
         for name in names:
             value = data.get(name)
             if value is None:

@@ -107,7 +107,7 @@ class BackupPlan:
         lines = []
         for name, calls in self.calls.items():
             spec = self.specs.get(name)
-            line = f"backup reads: {at_least}{calls:,} calls on {self.vendor} {name}"
+            line = f"backup reads: {at_least}{calls:,} call{'' if calls == 1 else 's'} on {self.vendor} {name}"
             if spec is None or spec.max_calls is None:
                 line += ", no documented rate limit (paced by the vendor's throttles)"
             else:

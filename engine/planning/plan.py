@@ -221,10 +221,15 @@ def render_request(request: HttpRequest, base_url: str, secrets: Iterable[Secret
     return mask("\n".join(lines), list(secrets))
 
 
+def _count(n: int, word: str) -> str:
+    """``1 row``, ``2,000 rows``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def describe(plan: Plan, *, source: str, base_url: str, secrets: Sequence[Secret] = (),
              max_targets: int = 10) -> str:
     """The plan in words, for the terminal."""
-    out = [f"plan: {plan.vendor} {'/'.join(plan.operations)}, {plan.rows:,} rows in {source}"]
+    out = [f"plan: {plan.vendor} {'/'.join(plan.operations)}, {_count(plan.rows, 'row')} in {source}"]
     out.append(f"  {'to send':<24}{plan.to_send:>10,}")
     for name, n in sorted(plan.counts.items()):
         out.append(f"  {name:<24}{n:>10,}")
@@ -233,11 +238,11 @@ def describe(plan: Plan, *, source: str, base_url: str, secrets: Sequence[Secret
     if plan.per_target:
         out.append(f"  targets: {len(plan.per_target):,}")
         for (operation, target), n in plan.per_target.most_common(max_targets):
-            out.append(f"    {operation} {'/'.join(target)}: {n:,} items")
+            out.append(f"    {operation} {'/'.join(target)}: {_count(n, 'item')}")
         if len(plan.per_target) > max_targets:
             out.append(f"    ... and {len(plan.per_target) - max_targets:,} more targets")
     for endpoint, calls in plan.calls.items():
-        out.append(f"  endpoint {endpoint}: at least {calls:,} calls, at least "
+        out.append(f"  endpoint {endpoint}: at least {_calls_in_words(calls)}, at least "
                    f"{format_duration(plan.seconds[endpoint])} at {plan.limits[endpoint]}")
     if plan.daily_calls is not None:
         counted = [e for e in plan.calls if e not in plan.outside_budget]
