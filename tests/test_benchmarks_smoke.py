@@ -180,3 +180,15 @@ async def test_the_learning_scenario_learns_a_hidden_limit_and_the_second_run_st
     assert any(note.startswith("ended at learned") for note in first.notes), first.notes
     assert any(note.startswith("started at the first run's limit") for note in second.notes), second.notes
     assert second.throttles == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_the_row_files_benchmark_writes_every_row_and_prints_a_table(fmt: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.row_files import main as row_files
+
+    row_files(["--sizes", "120,250", "--format", fmt])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| rows |") and f"{fmt} results + errors" in lines[0]
+    rows = [line.split("|")[1:-1] for line in lines[2:]]
+    assert [(r[0].strip(), r[-1].strip()) for r in rows] == [("120", "3"), ("250", "5")]  # 1 in 50 failed

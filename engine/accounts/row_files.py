@@ -77,6 +77,8 @@ def _readable(value: Any) -> Any:
     """Bytes of the input that were not UTF-8 (read as surrogate escapes) become U+FFFD: every
     file written is valid UTF-8 (the row's message says what was wrong with it)."""
     if isinstance(value, str):
+        if value.isascii():  # the common case, and cheap to tell
+            return value
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(value, dict):
         return {_readable(k): _readable(v) for k, v in value.items()}
