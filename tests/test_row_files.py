@@ -134,3 +134,16 @@ def test_a_results_name_of_another_format_is_refused_naming_the_formats(tmp_path
     source.write_text("course_id,user_id\nc1,1\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"\.csv, \.jsonl or \.xlsx"):
         write_row_files(InputFile(source, SHAPE), [], tmp_path / name)
+
+
+def test_an_input_changed_since_the_run_read_it_keeps_every_outcome_without_its_cells(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("Name,course_id,user_id\nAnn,c1,1\nBob,c1,2\n", encoding="utf-8")
+    checked = InputFile(source, SHAPE)
+    source.write_text("Name,course_id,user_id\nZed,c9,9\n", encoding="utf-8")  # edited during the run
+    files = write_row_files(checked, [outcome(2, "unenrolled"), outcome(3, "failed", "404", "gone")],
+                            tmp_path / "out.csv")
+    rows = csv_rows(tmp_path / "out.csv")
+    assert [r[3:] for r in rows[1:]] == [["unenrolled", "", "", "1", "2"], ["failed", "404", "gone", "1", "3"]]
+    assert [r[:3] for r in rows[1:]] == [["", "", ""], ["", "", ""]]  # never another file's cells
+    assert files.notes and "changed since it was checked" in files.notes[0]

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from unenroll.accounts.journal import RowOutcome
 from unenroll.accounts.results import results_format, spreadsheet_safe
-from unenroll.inputs.files import InputFile
+from unenroll.inputs.files import InputError, InputFile
 
 RESULT_COLUMNS = ("outcome", "code", "message", "attempts", "row")
 ERRORS_COLUMNS = ("unenroll_outcome", "unenroll_code", "unenroll_message")
@@ -67,6 +67,7 @@ class RowFiles:
     errors_rows: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     problems: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the admin should know about the files
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -167,13 +168,24 @@ def _cells(raw: list[str] | str | None, width: int) -> list[str]:
     return cells
 
 
-def _rows_with_outcomes(input_file: InputFile, outcomes: Iterable[RowOutcome],
+def _readable_rows(input_file: InputFile, written: RowFiles) -> Iterator[tuple[int, list[str] | str]]:
+    """The input's rows, until the file cannot be read again as it was (it changed, or it
+    fails): then the rest of the outcomes are written without their cells, and ``written``
+    says why."""
+    try:
+        yield from input_file.raw_rows()
+    except (InputError, OSError) as exc:
+        written.notes.append(f"the input could not be read again ({exc}): rows from there on are written "
+                             "without their own cells")
+
+
+def _rows_with_outcomes(input_file: InputFile, outcomes: Iterable[RowOutcome], written: RowFiles,
                         ) -> Iterator[tuple[int | None, list[str] | str | None, RowOutcome]]:
     """Input rows merged with their outcomes, by row number; an outcome with no readable
     row (an overlong line) comes with none, a row with no outcome as :data:`NOT_READ`."""
     recorded = iter(outcomes)
     pending = next(recorded, None)
-    for number, raw in input_file.raw_rows():
+    for number, raw in _readable_rows(input_file, written):
         while pending is not None and pending.row is not None and pending.row < number:
             yield pending.row, None, pending
             pending = next(recorded, None)
@@ -204,7 +216,7 @@ def write_row_files(input_file: InputFile, outcomes: Iterable[RowOutcome], resul
         table.add([*(header or ["unenroll_line"]), *names])
     errors: _CsvTable | _JsonTable | None = None
     try:
-        for number, raw, ended in _rows_with_outcomes(input_file, outcomes):
+        for number, raw, ended in _rows_with_outcomes(input_file, outcomes, written):
             written.counts[ended.outcome] += 1
             result = [ended.outcome, ended.code, ended.message, ended.attempts, "" if number is None else number]
             if isinstance(table, _JsonTable):

@@ -902,7 +902,10 @@ class _Run:
         if self.journal is None or self.journal_forgotten:
             return None
         try:
-            return write_row_files(self.input_file, self.journal.outcomes_by_row(), self.results)
+            files = write_row_files(self.input_file, self.journal.outcomes_by_row(), self.results)
+            for note in files.notes:
+                click.echo(f"unenroll: warning: {scrub(note)}", err=True)
+            return files
         except (OSError, InputError, ValueError) as exc:
             click.echo(f"unenroll: the results file could not be written ({scrub(str(exc))}); the journal "
                        f"{self.journal_path} keeps every outcome: run the same command with --resume to write it",

@@ -377,7 +377,11 @@ class InputFile:
 
     def raw_rows(self) -> Iterator[tuple[int, list[str] | str]]:
         """Every row as it is in the file, numbered as :meth:`items` numbers it: its cells (CSV,
-        workbook) or its line (JSON lines, or a CSV line that cannot be split)."""
+        workbook) or its line (JSON lines, or a CSV line that cannot be split). Refused
+        (:class:`InputError`) if the file changed since it was checked: its rows would not be
+        the rows the job read."""
+        if self._stat() != self._stamp:
+            raise InputError(f"{self.path} changed since it was checked")
         if self._workbook is not None:
             for number, cells in self._workbook.rows():
                 if number > self._header_line and any(cell.strip() for cell in cells):
