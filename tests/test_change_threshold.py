@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_run import MockProcess, run_cli, zoho_env
+from tests.test_cli_run import MockProcess, clean_env, run_cli, zoho_env
 from unenroll.planning.threshold import MIN_ENROLMENTS_JUDGED, Breach, enough_to_judge, judge, read_key
 
 T1, T2, T3 = ("c", "b1"), ("c", "b2"), ("c", "b3")
@@ -92,5 +92,34 @@ def test_without_a_count_the_plan_says_the_threshold_is_not_judged(tmp_path: Pat
         bad = run_cli(["run", "zoho", str(source), "--dry-run", "--change-threshold", "0"], zoho_env(mock.url),
                       tmp_path)
         assert bad.returncode == 2 and "--change-threshold" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        assert mock.stop() == 0
+
+
+def test_docebo_counts_each_course_in_one_call_and_refuses_most_of_one_even_with_yes(tmp_path: Path) -> None:
+    mock = MockProcess("docebo", "--time-scale", "0.01", "--courses", "2", "--plans", "1", "--learners", "40")
+    try:
+        courses = mock.stats()["state"]["courses"]
+        (big_cut, users_a), (small_cut, users_b) = sorted(courses.items())[:2]
+        source = tmp_path / "in.csv"
+        rows = [(big_cut, u) for u in users_a[:30]] + [(small_cut, u) for u in users_b[:5]]  # 75% and 12.5%
+        source.write_text("Course Unique ID,User Unique ID\n" + "".join(f"{c},{u}\n" for c, u in rows))
+        env = clean_env(UNENROLL_BASE_URL=mock.url, UNENROLL_ALLOW_INSECURE_HTTP="1", UNENROLL_TIME_SCALE="0.01",
+                        UNENROLL_DOCEBO_CLIENT_ID="mock-client-id", UNENROLL_DOCEBO_CLIENT_SECRET="mock-client-secret",
+                        XDG_STATE_HOME=str(tmp_path / "state"))
+        dry = run_cli(["run", "docebo", str(source), "--dry-run"], env, tmp_path)
+        assert "counted when the run starts, one read call per target" in dry.stdout, dry.stdout
+        assert mock.stats(state=False)["endpoints"]["read_enrollments"]["statuses"] == {}  # a dry run reads nothing
+        refused = run_cli(["run", "docebo", str(source), "--yes"], env, tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"unenroll course/{big_cut}: 30 of its 40 enrolments (75%)" in refused.stderr, refused.stderr
+        assert f"course/{small_cut}" not in refused.stderr  # 5 of 40 is within
+        assert mock.stats(state=False)["endpoints"]["read_enrollments"]["statuses"] == {"200": 2}  # one per course
+        assert all(len(users) == 40 for users in mock.stats()["state"]["courses"].values())  # nothing changed
+
+        went = run_cli(["run", "docebo", str(source), "--yes", "--resume", "--change-threshold", "80"], env, tmp_path)
+        assert went.returncode == 0, went.stdout + went.stderr
+        left = mock.stats()["state"]["courses"]
+        assert (len(left[big_cut]), len(left[small_cut])) == (10, 35)
     finally:
         assert mock.stop() == 0

@@ -349,3 +349,19 @@ def test_a_backup_page_with_a_row_that_cannot_be_matched_is_unreadable_not_a_mis
     result = docebo.read_page(("course", "100"), ["12001"],
                               answer(200, {"data": {"items": rows, "has_more_data": False}}))
     assert (getattr(result, "verdict", None), getattr(result, "code", None)) == (CallVerdict.RETRY, "unreadable")
+
+
+def test_a_course_is_counted_in_one_call_from_total_count_and_never_guessed() -> None:
+    request = docebo.build_count(("course", "101"))
+    assert request.method == "GET" and ("course_id[]", "101") in request.params and ("page_size", "1") in request.params
+    plan = docebo.build_count(("learningplan", "7"))
+    assert ("learningplan_id[]", "7") in plan.params
+    target = ("course", "101")
+    assert docebo.read_count(target, answer(200, {"data": {"items": [], "total_count": 40}})) == 40
+    assert docebo.read_count(target, answer(200, {"data": {"items": [], "total_count": 0}})) == 0
+    for body in ({"data": {"items": []}}, {"data": {"total_count": True}}, {"data": {"total_count": -1}},
+                 {"data": {"total_count": "40"}}, [], {"data": {"total_count": 4.5}}):
+        unread = docebo.read_count(target, answer(200, body))
+        assert not isinstance(unread, int) and unread.verdict is CallVerdict.RETRY, body  # sent again, never guessed
+    throttled = docebo.read_count(target, answer(429, {"message": "Too Many Requests"}, {"Retry-After": "3"}))
+    assert not isinstance(throttled, int) and throttled.verdict is CallVerdict.THROTTLED

@@ -405,6 +405,26 @@ def read_page(target: tuple[str, ...], subjects: Sequence[str], response: HttpRe
     return ReadPage(records, more=more)
 
 
+def build_count(target: tuple[str, ...]) -> HttpRequest:
+    """One row of the target's enrolments: the answer's ``total_count`` counts them all."""
+    kind, target_id = target
+    return HttpRequest("GET", ENROLLMENTS_PATH,
+                       params=[(f"{_TARGET_KEY[kind]}[]", target_id), ("page", "1"), ("page_size", "1")])
+
+
+def read_count(target: tuple[str, ...], response: HttpResponse) -> int | CallResult:
+    """``data.total_count`` [doc: Docebo's paged list answers carry it], an exact count of 0 or
+    more; anything else is unreadable (sent again), never a guess."""
+    body = json_body(response)
+    if (whole := read_whole_call((), response, body)) is not None:
+        return whole
+    data = body.get("data") if isinstance(body, dict) else None
+    total = data.get("total_count") if isinstance(data, dict) else None
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        return _unreadable("data.total_count is not a count")
+    return total
+
+
 def plan_read(target: tuple[str, ...], n_items: int) -> int:
     """One call per 100 users: at most 100 rows match, so one page of 200 holds them."""
     return -(-n_items // READ_MAX_USERS)
@@ -412,7 +432,7 @@ def plan_read(target: tuple[str, ...], n_items: int) -> int:
 
 def readers() -> dict[str, EnrolmentReader]:
     return {UNENROLL: EnrolmentReader(READ_ENROLLMENTS, build_read_page, read_page, plan_read,
-                                      max_subjects=READ_MAX_USERS)}
+                                      max_subjects=READ_MAX_USERS, build_count=build_count, read_count=read_count)}
 
 
 # -- the adapter -------------------------------------------------------------------------

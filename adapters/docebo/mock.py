@@ -428,7 +428,9 @@ class DoceboMock(MockBase):
             for target, user in rows[start : start + page_size]
         ]
         return self.answer(endpoint, web.json_response(
-            {"data": {"items": items, "has_more_data": start + page_size < len(rows), "current_page": page},
+            {"data": {"items": items, "count": len(items), "has_more_data": start + page_size < len(rows),
+                      "current_page": page, "current_page_size": page_size,
+                      "total_page_count": -(-len(rows) // page_size), "total_count": len(rows)},
              "version": "1.0.0", "_links": []}))
 
     def stats_fields(self) -> dict[str, Any]:

@@ -556,7 +556,7 @@ class _Run:
                 state = journal.backup_state()
                 if self.backup_path is not None and (state is None or not state.complete):
                     backup_failure = "the backup is not complete: nothing may be changed before it is"
-                elif (refusal := self._over_threshold(plan, journal)) is not None:
+                elif (refusal := await self._over_threshold(vendor_adapter, plan, journal)) is not None:
                     return self._finish_before_job(refusal, input_sha256, fingerprint, refused=True)
                 else:
                     self.stage = "job"
@@ -574,6 +574,12 @@ class _Run:
 
         percent = f"{self.settings.change_threshold:g}%"
         reader = readers_of(vendor_adapter).get(self.engine_operation)
+        if self.settings.change_threshold >= 100:
+            return "change threshold: off (100%)"
+        if reader is not None and reader.build_count is not None and (reader.max_subjects is not None
+                                                                        or backup_path is None):
+            return (f"change threshold: at most {percent} of what each target holds, even with --yes "
+                    "(--change-threshold raises it); counted when the run starts, one read call per target")
         if reader is None or reader.max_subjects is not None:
             return (f"change threshold: {percent} of a target, not judged: {self.entry.title}'s read API does not "
                     "count what a target holds")
@@ -582,13 +588,31 @@ class _Run:
         return (f"change threshold: at most {percent} of what each target holds, counted by the backup's read, "
                 "even with --yes (--change-threshold raises it)")
 
-    def _over_threshold(self, plan: Plan, journal: Journal) -> str | None:
-        """Why the job may not start: targets over the change threshold (``None``: within it)."""
-        from unenroll.planning.threshold import judge
+    async def _over_threshold(self, adapter: Adapter, plan: Plan, journal: Journal) -> str | None:
+        """Why the job may not start: targets over the change threshold (``None``: within it).
+        Counted by the backup's whole-target reads, else one counting read per target where
+        the vendor has one; a count that cannot be read refuses the job (never a guess)."""
+        from unenroll.planning.backup import BackupError, count_targets, countable
+        from unenroll.planning.threshold import judge, read_key
 
-        if self.backup_path is None:
+        if self.settings.change_threshold >= 100:
             return None
-        breaches = judge(plan.per_target, journal.backup_listed(), self.settings.change_threshold)
+        listed = dict(journal.backup_listed())
+        to_count = [key for key, n in plan.per_target.items()
+                    if n and read_key(*key) not in listed and countable(adapter, key[0]) is not None]
+        if to_count:
+            click.echo(f"counting what {len(to_count):,} target{'s' if len(to_count) != 1 else ''} hold for the "
+                       f"change threshold ({len(to_count):,} read call{'s' if len(to_count) != 1 else ''}) ...")
+            sys.stdout.flush()
+            try:
+                counts = await count_targets(adapter, to_count, self.settings.job)
+            except BackupError as exc:
+                click.echo(f"unenroll: refused: what the targets hold could not be counted ({exc}); nothing was "
+                           "changed; to go on without the change threshold, run the same command with --resume "
+                           "--change-threshold 100", err=True)
+                return f"change threshold: the count could not be read ({exc})"
+            listed.update({read_key(*key): (count, True) for key, count in counts.items()})
+        breaches = judge(plan.per_target, listed, self.settings.change_threshold)
         if not breaches:
             return None
         percent = f"{self.settings.change_threshold:g}%"

@@ -177,3 +177,7 @@ class EnrolmentReader:
     # given a subject's backup record (None: the read did not list it), its final result
     # when the read alone shows the item needs no change; see :func:`reconcile_refusals`
     settled: Callable[[Mapping[str, Any] | None], ItemResult | None] | None = None
+    # a cheap count of what a target holds, in one call (e.g. a list's ``total_count``), for
+    # the change threshold where the pages of a read do not count the target
+    build_count: Callable[[Target], HttpRequest] | None = None
+    read_count: Callable[[Target, HttpResponse], int | CallResult] | None = None

@@ -37,8 +37,9 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
 
@@ -55,7 +56,7 @@ from unenroll.observe.logs import get_logger
 from unenroll.observe.secrets import scrub
 from unenroll.planning.durations import format_duration
 from unenroll.wire.auth import AuthError
-from unenroll.wire.http import HttpResponse
+from unenroll.wire.http import HttpRequest, HttpResponse
 
 Target = tuple[str, ...]
 
@@ -345,8 +346,7 @@ class _Reading:
                           f"{self.max_pages} pages")
 
     async def _call(self, lane: Lane, read: _Read, page: int) -> ReadPage:
-        """One page through the call path, sent again after a throttle or a transient
-        failure as long as the job's budget (``JobSettings``) allows."""
+        """One page through the call path (see :func:`read_within_budget`)."""
         where = f"{lane.spec.name} {'/'.join(read.target)} page {page}"
         try:
             request = read.reader.build_page(read.target, read.subjects, page)
@@ -356,37 +356,80 @@ class _Reading:
         def read_page(response: HttpResponse) -> ReadPage | CallResult:
             return read.reader.read_page(read.target, read.subjects, response)
 
-        first_sent: list[float] = []
+        return await read_within_budget(self.path, lane, request, read_page, self.settings, self.rng, self.log, where)
 
-        def before_send() -> None:
-            if not first_sent:
-                first_sent.append(anyio.current_time())
 
-        failures = throttles = 0
-        while True:
-            try:
-                answer = await self.path.send(lane, await self.path.board(lane), request, read_page,
-                                              before_send=before_send, finish_on_stop=False)  # reads change nothing
-            except AuthError as exc:
-                raise BackupError(scrub(f"auth: {exc}")) from None
-            result = answer.result
-            if isinstance(result, ReadPage):
-                return result
-            reason = f"{result.code}: {result.message}"
-            if result.verdict is CallVerdict.THROTTLED:  # the call path paused the endpoint
-                throttles += 1
-                if not self.settings.may_meet_another_throttle(throttles):
-                    raise BackupError(scrub(f"{where}: throttled {throttles} times ({reason})"))
-            elif result.verdict is CallVerdict.RETRY:
-                failures += 1
-                delay = self.settings.retry.delay_before_next_send(failures, first_sent[0], anyio.current_time(),
-                                                                   self.rng)
-                if delay is None:
-                    raise BackupError(scrub(f"{where}: gave up after {failures} failed sends ({reason})"))
-                self.log.info("backup.retry", where=where, failures=failures, reason=scrub(reason))
-                await anyio.sleep(delay)
-            else:  # refused: for good, or again right after a token refresh
-                raise BackupError(scrub(f"{where}: {reason}"))
+R = TypeVar("R")
+
+
+async def read_within_budget(path: CallPath, lane: Lane, request: HttpRequest,
+                             read: Callable[[HttpResponse], R | CallResult], settings: JobSettings,
+                             rng: random.Random, log: Any, where: str) -> R:
+    """One read through the job's call path (its limiter, its pauses), sent again after a
+    throttle or a transient failure as long as the job's budget (``JobSettings``) allows;
+    :class:`BackupError` (no secret in it) when it cannot succeed."""
+    first_sent: list[float] = []
+
+    def before_send() -> None:
+        if not first_sent:
+            first_sent.append(anyio.current_time())
+
+    failures = throttles = 0
+    while True:
+        try:
+            answer = await path.send(lane, await path.board(lane), request, read, before_send=before_send,
+                                     finish_on_stop=False)  # reads change nothing
+        except AuthError as exc:
+            raise BackupError(scrub(f"auth: {exc}")) from None
+        result = answer.result
+        if not isinstance(result, CallResult):
+            return result
+        reason = f"{result.code}: {result.message}"
+        if result.verdict is CallVerdict.THROTTLED:  # the call path paused the endpoint
+            throttles += 1
+            if not settings.may_meet_another_throttle(throttles):
+                raise BackupError(scrub(f"{where}: throttled {throttles} times ({reason})"))
+        elif result.verdict is CallVerdict.RETRY:
+            failures += 1
+            delay = settings.retry.delay_before_next_send(failures, first_sent[0], anyio.current_time(), rng)
+            if delay is None:
+                raise BackupError(scrub(f"{where}: gave up after {failures} failed sends ({reason})"))
+            log.info("backup.retry", where=where, failures=failures, reason=scrub(reason))
+            await anyio.sleep(delay)
+        else:  # refused: for good, or again right after a token refresh
+            raise BackupError(scrub(f"{where}: {reason}"))
+
+
+# -- counting what targets hold (the change threshold) ------------------------------------------
+
+
+def countable(adapter: Adapter, operation: str) -> EnrolmentReader | None:
+    """The operation's reader if it can count a target in one call (``build_count``)."""
+    reader = readers_of(adapter).get(operation)
+    return reader if reader is not None and reader.build_count is not None else None
+
+
+async def count_targets(adapter: Adapter, targets: Sequence[tuple[str, Target]], settings: JobSettings | None = None,
+                        ) -> dict[tuple[str, Target], int]:
+    """What each ``(operation, target)`` holds, one read call each (its reader's
+    ``build_count``/``read_count``), through the job's call path and the read endpoint's
+    limiter; :class:`BackupError` if a count cannot be read. Targets whose reader cannot
+    count are left out."""
+    settings = settings or JobSettings()
+    rng = random.Random(settings.seed)
+    log = get_logger(vendor=adapter.vendor, phase="count")
+    path = CallPath(adapter, settings, rng, log)
+    lanes: dict[str, Lane] = {}
+    counts: dict[tuple[str, Target], int] = {}
+    for operation, target in targets:
+        reader = countable(adapter, operation)
+        if reader is None or reader.build_count is None or reader.read_count is None:
+            continue
+        lane = lanes.get(reader.endpoint) or lanes.setdefault(reader.endpoint, Lane(adapter.endpoints[reader.endpoint]))
+        counts[(operation, target)] = await read_within_budget(
+            path, lane, reader.build_count(target), partial(reader.read_count, target), settings, rng, log,
+            f"{reader.endpoint} {'/'.join(target)} count")
+    return counts
 
 
 def _sha256(path: Path) -> str:
