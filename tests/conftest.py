@@ -5,13 +5,14 @@ and an in-process fake vendor for engine tests that need no HTTP."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from unenroll import EndpointSpec, Item, Operation, Outcome, RetryPolicy
 from unenroll.adapters.zoho.adapter import ZohoLimits, ZohoPeople
@@ -50,6 +51,15 @@ def own_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     """Every test (and every command it starts) keeps its shared quota in a folder of its
     own, never in the user's ~/.local/state: no test waits on another's recorded calls."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def logging_as_found() -> Iterator[None]:
+    """A test that configures structlog for the process (as the command line does) leaves it
+    unconfigured again: a later test's captured logs never depend on which tests ran first
+    (a WARNING filter left behind once hid the INFO events another test captures)."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
