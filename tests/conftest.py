@@ -62,6 +62,20 @@ def logging_as_found() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def secrets_as_found() -> Iterator[None]:
+    """The process's scrubber forgets the secrets a test registered: a short one such as
+    ``wrong`` would otherwise blank that word in every later test's messages (the order of
+    the tests would decide what they see)."""
+    from unenroll.observe import secrets
+
+    before = set(secrets._SCRUBBER._values)
+    yield
+    if secrets._SCRUBBER._values != before:
+        secrets._SCRUBBER._values = before
+        secrets._SCRUBBER._pattern = None
+
+
 @pytest.fixture(scope="session")
 def loopback_tls() -> LoopbackTLS:
     return LoopbackTLS.generate()
