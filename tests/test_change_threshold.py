@@ -58,6 +58,7 @@ def test_removing_most_of_a_batch_is_refused_even_with_yes_until_the_share_is_ra
         assert len(mock.stats()["state"]["batches"][batch_key]) == 30  # nothing was changed
         report = json.loads((tmp_path / "remove20.results.csv.report.json").read_text())
         assert report["exit_code"] == 2 and report["stopped"].startswith("refused by the change threshold")
+        assert "--resume --change-threshold" in report["next"][0] and "next: " in refused.stdout
 
         raised = run_cli([*args, "--resume", "--change-threshold", "70"], env, tmp_path)
         assert raised.returncode == 0, raised.stdout + raised.stderr

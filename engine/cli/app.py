@@ -957,15 +957,24 @@ class _Run:
         else:
             stopped = "stopped during the backup"
             click.echo("unenroll: stopped during the backup: nothing was changed", err=True)
+        if refused:
+            steps = ["if removing that much is meant, run the same command with --resume --change-threshold and "
+                     "the share you mean (100 turns the guard off); otherwise check the input's targets"]
+        elif self.journal_forgotten:
+            steps = ["fix what the backup's failure names, then run the same command again"]
+        else:
+            first = "fix what the failure names, then " if stopped.startswith("backup failed") else ""
+            steps = [f"{first}run the same command with --resume: the backup goes on where it stopped (journal: "
+                     f"{self.journal_path})"]
         record = {"vendor": self.o.vendor, "total": 0, "counts": {}, "calls": 0, "stopped": stopped,
                   "operation": self.operation_name, "input": str(self.o.input_path), "input_sha256": input_sha256,
                   "journal": None if self.journal_forgotten else str(self.journal_path),
                   "job_fingerprint": fingerprint, "resumed": self.o.resume, **self._across_runs(code),
-                  "exit_code": code}
+                  "exit_code": code, "next": steps}
         self._write_report(record)
-        if not self.journal_forgotten and not refused:
-            click.echo(f"to go on with the backup where it stopped, run the same command with --resume (journal: "
-                       f"{self.journal_path})")
+        for i, step in enumerate(steps):
+            click.echo(f"{'next:' if i == 0 else '':<6}{step}")
+        click.echo(f"report: {self.report_path}")
         return code
 
     def _finish(self, report: Report, input_sha256: str, fingerprint: str) -> int:
